@@ -1,0 +1,3 @@
+"""Dromos: a resource-aware scheduler for services (Marathon-style) and jobs (Chronos-style)."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,1 @@
+"""Frozen, validated types shared by every layer. No I/O lives here."""

@@ -1,0 +1,1 @@
+"""Placement: feasibility → ranking → selection, in one pipeline (see pipeline.py)."""

@@ -1,0 +1,1 @@
+"""Runtimes: one protocol (base.py), one module per backend."""

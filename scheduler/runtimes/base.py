@@ -1,0 +1,139 @@
+"""The Runtime protocol: how Dromos launches, observes and kills tasks on a backend."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Protocol
+
+from scheduler.model.app import AppSpec
+from scheduler.model.node import Node
+from scheduler.model.resources import Resources
+from scheduler.model.task import Task, TaskState
+
+
+class RuntimeUnavailable(Exception):
+    """The backend cannot be reached right now (Docker Engine down, API server gone)."""
+
+
+@dataclass(frozen=True)
+class LaunchSpec:
+    """Everything a runtime needs to start one task; built by :func:`launch_spec`.
+
+    Exactly one of ``cmd`` (run by ``/bin/sh -c`` as given) and ``args`` (exec'd, no shell)
+    is set, unless ``image`` is set and the container's own entrypoint runs.
+    """
+
+    task_id: str
+    app_id: str
+    version: str
+    host: str
+    ports: tuple[int, ...]
+    resources: Resources
+    env: Mapping[str, str]
+    labels: Mapping[str, str]
+    cmd: str | None = None
+    args: tuple[str, ...] | None = None
+    image: str | None = None
+    kill_grace_seconds: float = 3.0
+    extra: Mapping[str, Any] = field(default_factory=dict)
+
+
+def task_env(spec: AppSpec, task_id: str, host: str, ports: Sequence[int]) -> dict[str, str]:
+    """The environment Marathon gives a task: the app's ``env`` plus PORT0..n, PORTS, PORT,
+    HOST, MARATHON_APP_ID, MARATHON_APP_VERSION, MESOS_TASK_ID (Dromos's values win)."""
+    env = dict(spec.env)
+    for i, p in enumerate(ports):
+        env[f"PORT{i}"] = str(p)
+        name = spec.port_definitions[i].name if i < len(spec.port_definitions) else None
+        if name:
+            env[f"PORT_{name.upper().replace('-', '_')}"] = str(p)
+    if ports:
+        env["PORT"] = str(ports[0])
+    env["PORTS"] = ",".join(str(p) for p in ports)
+    env["HOST"] = host
+    env["MARATHON_APP_ID"] = spec.id
+    env["MARATHON_APP_VERSION"] = spec.version or ""
+    env["MESOS_TASK_ID"] = task_id
+    for k, v in spec.labels.items():
+        key = "MARATHON_APP_LABEL_" + "".join(c if c.isalnum() else "_" for c in k).upper()
+        env[key] = v
+    return env
+
+
+def launch_spec(spec: AppSpec, task: Task) -> LaunchSpec:
+    """The LaunchSpec for ``task`` of app ``spec``."""
+    image = spec.container.docker.image if spec.container and spec.container.docker else None
+    return LaunchSpec(
+        task_id=task.id,
+        app_id=spec.id,
+        version=task.version,
+        host=task.host,
+        ports=task.ports,
+        resources=spec.resources,
+        env=task_env(spec, task.id, task.host, task.ports),
+        labels=dict(spec.labels),
+        cmd=spec.cmd,
+        args=tuple(spec.args) if spec.args is not None else None,
+        image=image,
+        kill_grace_seconds=spec.kill_grace_seconds,
+    )
+
+
+@dataclass(frozen=True)
+class Observation:
+    """What the runtime sees of one task right now.
+
+    ``state`` is RUNNING while the task's process/container is alive, and a terminal state
+    once it is gone: FINISHED (exit 0), FAILED (non-zero, or never started), KILLED (it was
+    killed through :meth:`Runtime.kill`), LOST (the runtime has no trace of it at all).
+    ``exit_code`` is ``None`` while running or when unknowable.
+    """
+
+    task_id: str
+    state: TaskState
+    exit_code: int | None = None
+    message: str = ""
+    handle: Mapping[str, Any] = field(default_factory=dict)
+    started_at: datetime | None = None
+
+
+class Runtime(Protocol):
+    """A backend that runs tasks.
+
+    Contract:
+    - Names are deterministic: everything the runtime creates for a task is findable from
+      the task id alone, so ``launch`` of an id that is already running returns the existing
+      handle instead of starting a twin, and a restarted Dromos can adopt what runs.
+    - ``launch`` returns quickly with a handle (JSON-serialisable) once the task was started;
+      it raises :class:`RuntimeUnavailable` if the backend is down, ``ValueError`` if the spec
+      cannot run here (e.g. an image on the local runtime).
+    - ``kill`` does not block: it asks the task to stop (SIGTERM or equivalent) and makes sure
+      it is forcibly stopped ``grace_seconds`` later. Killing a task that is gone is a no-op.
+    - ``observe`` reports every task it is given, in order, and never raises for one task.
+    """
+
+    name: str
+
+    def nodes(self) -> list[Node]:
+        """The nodes tasks can be placed on, with their total capacity."""
+        ...
+
+    def launch(self, spec: LaunchSpec) -> Mapping[str, Any]: ...
+
+    def kill(self, task: Task, grace_seconds: float) -> None: ...
+
+    def observe(self, tasks: Sequence[Task]) -> list[Observation]: ...
+
+    def probe_host(self, task: Task) -> str:
+        """The address health checks connect to for ``task`` (e.g. ``127.0.0.1``)."""
+        ...
+
+    def check_command(self, task: Task, command: str) -> tuple[list[str], dict[str, str]]:
+        """argv and environment that run a COMMAND health check in the task's context."""
+        ...
+
+    def close(self) -> None:
+        """Release backend resources. Running tasks keep running (they are adopted later)."""
+        ...
