@@ -243,7 +243,8 @@ class AppSpec(BaseModel):
     @property
     def kill_grace_seconds(self) -> float:
         """SIGTERM → SIGKILL gap; Mesos's default is 3 seconds when the app sets none."""
-        return self.taskKillGracePeriodSeconds if self.taskKillGracePeriodSeconds is not None else 3.0
+        grace = self.taskKillGracePeriodSeconds
+        return grace if grace is not None else 3.0
 
     def to_marathon(self) -> dict[str, Any]:
         """The definition as Marathon returns it (documented keys only, defaults filled)."""

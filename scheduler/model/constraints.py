@@ -71,14 +71,18 @@ def parse_constraint(raw: Any) -> Constraint:
         op = Operator(op_text.upper())
     except ValueError:
         known = ", ".join(o.value for o in Operator)
-        raise ValueError(f"unknown constraint operator {op_text!r}; expected one of {known}") from None
+        raise ValueError(
+            f"unknown constraint operator {op_text!r}; expected one of {known}"
+        ) from None
     if op in _NEEDS_VALUE and value is None:
         raise ValueError(f"{op.value} needs a value")
     if op in _NO_VALUE and value is not None:
         raise ValueError(f"{op.value} takes no value")
-    if op in _INT_VALUE and value is not None:
-        if not value.strip().isdigit() or int(value) < (1 if op is Operator.MAX_PER else 0):
-            raise ValueError(f"{op.value} value must be a positive integer, got {value!r}")
+    minimum = 1 if op is Operator.MAX_PER else 0
+    if op in _INT_VALUE and value is not None and (
+        not value.strip().isdigit() or int(value) < minimum
+    ):
+        raise ValueError(f"{op.value} value must be a positive integer, got {value!r}")
     if op in (Operator.LIKE, Operator.UNLIKE):
         try:
             re.compile(value or "")

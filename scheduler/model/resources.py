@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass
 
 # Float comparisons on cpus: 0.1 + 0.2 must fit into 0.3.
@@ -75,7 +76,7 @@ def parse_port_ranges(spec: str | list[str] | list[list[int]]) -> tuple[PortRang
             raise ValueError(f"port range {lo}-{hi} must satisfy 1 <= first <= last <= 65535")
         ranges.append((lo, hi))
     ranges.sort()
-    for (_, a_hi), (b_lo, _) in zip(ranges, ranges[1:], strict=False):
+    for (_, a_hi), (b_lo, _) in itertools.pairwise(ranges):
         if b_lo <= a_hi:
             raise ValueError(f"port ranges overlap at {b_lo}")
     return tuple(ranges)

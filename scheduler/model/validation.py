@@ -29,7 +29,11 @@ class SpecError(ValueError):
 def _pointer(loc: tuple[int | str, ...]) -> str:
     # pydantic puts validator-function names in loc for unions/after-validators; keep only
     # real field names and indices so the path points into the user's document.
-    parts = [str(p) for p in loc if not (isinstance(p, str) and ("[" in p or p.startswith("function-")))]
+    parts = [
+        str(p)
+        for p in loc
+        if not (isinstance(p, str) and ("[" in p or p.startswith("function-")))
+    ]
     return "".join(f"/{p}" for p in parts)
 
 

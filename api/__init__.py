@@ -1,0 +1,1 @@
+"""The HTTP surfaces: Marathon-compatible /v2, status page, auth."""

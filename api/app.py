@@ -1,0 +1,70 @@
+"""``create_app(orchestrator)``: the FastAPI application (Marathon /v2, status page, /ping)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, PlainTextResponse
+
+from api import marathon, status
+from api.auth import AuthMiddleware
+from scheduler import __version__
+from scheduler.config import Credentials
+from scheduler.model.validation import SpecError
+from scheduler.orchestrator import Conflict, NotFound, Orchestrator
+
+
+def create_app(
+    orchestrator: Orchestrator,
+    credentials: Credentials | None = None,
+    leader: str = "127.0.0.1:8080",
+) -> FastAPI:
+    """Build the HTTP application around a (started or not) orchestrator."""
+    app = FastAPI(
+        title="Dromos",
+        version=__version__,
+        description="Marathon-compatible /v2 API for services; status page at /.",
+    )
+    app.state.orchestrator = orchestrator
+    app.state.leader = leader
+    app.state.port = int(leader.rsplit(":", 1)[-1]) if ":" in leader else 8080
+    if credentials is not None and credentials.configured:
+        app.add_middleware(AuthMiddleware, credentials=credentials)
+
+    @app.exception_handler(SpecError)
+    async def _spec_error(_: Request, e: SpecError) -> JSONResponse:
+        return JSONResponse(e.to_json(), status_code=422)
+
+    @app.exception_handler(NotFound)
+    async def _not_found(_: Request, e: NotFound) -> JSONResponse:
+        return JSONResponse({"message": str(e)}, status_code=404)
+
+    @app.exception_handler(Conflict)
+    async def _conflict(_: Request, e: Conflict) -> JSONResponse:
+        return JSONResponse({"message": str(e), "deployments": []}, status_code=409)
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid_request(_: Request, e: RequestValidationError) -> JSONResponse:
+        errors: list[Any] = list(e.errors())
+        if any(err.get("type") == "json_invalid" for err in errors):
+            msgs = [str(err.get("ctx", {}).get("error", err.get("msg"))) for err in errors]
+            return JSONResponse(
+                {"message": "Invalid JSON", "details": [{"path": "/", "errors": msgs}]},
+                status_code=400,
+            )
+        details = []
+        for err in errors:
+            loc = [str(p) for p in err.get("loc", ()) if p not in ("body", "query", "path")]
+            details.append({"path": "/" + "/".join(loc), "errors": [str(err.get("msg"))]})
+        return JSONResponse({"message": "Object is not valid", "details": details},
+                            status_code=422)
+
+    @app.get("/ping", response_class=PlainTextResponse)
+    def ping() -> str:
+        return "pong"
+
+    app.include_router(marathon.router)
+    app.include_router(status.router)
+    return app

@@ -1,0 +1,392 @@
+"""The Marathon-compatible ``/v2`` REST surface (field names and codes per the reference)."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+from datetime import datetime
+from typing import Any
+
+from fastapi import APIRouter, Body, Query, Request
+from fastapi.responses import JSONResponse, Response
+
+from scheduler import __version__
+from scheduler.model.app import AppSpec, normalize_app_id, parse_app
+from scheduler.model.task import Task, TaskState
+from scheduler.model.timefmt import iso
+from scheduler.model.validation import SpecError
+from scheduler.orchestrator import NotFound, Orchestrator, QueueInfo
+
+router = APIRouter()
+
+EMBED_ALL = {"tasks", "counts", "deployments", "readiness", "lasttaskfailure", "taskstats"}
+AppBody = Body(..., description="A Marathon app definition (see /v2 reference)")
+
+
+def orch(request: Request) -> Orchestrator:
+    o: Orchestrator = request.app.state.orchestrator
+    return o
+
+
+def qbool(value: str | None, default: bool = False) -> bool:
+    """Marathon clients send true/True/false/False (and sometimes 1/0)."""
+    if value is None or value == "":
+        return default
+    v = value.strip().lower()
+    if v in ("true", "1", "yes"):
+        return True
+    if v in ("false", "0", "no"):
+        return False
+    raise SpecError("Invalid query parameter", [("", [f"{value!r} is not a boolean"])])
+
+
+def app_id_from_path(raw: str) -> str:
+    try:
+        return normalize_app_id(raw)
+    except ValueError as e:
+        raise SpecError("Object is not valid", [("/id", [str(e)])]) from None
+
+
+# ------------------------------------------------------------------ rendering
+
+
+def task_json(o: Orchestrator, task: Task, spec: AppSpec | None) -> dict[str, Any]:
+    results = o.health_results(task, spec) if spec else []
+    return {
+        "appId": task.app_id,
+        "healthCheckResults": [r.to_json() for r in results],
+        "host": task.host,
+        "id": task.id,
+        "ipAddresses": [{"ipAddress": o.runtime.probe_host(task), "protocol": "IPv4"}],
+        "ports": list(task.ports),
+        "servicePorts": [],
+        "slaveId": task.host,
+        "stagedAt": iso(task.staged_at),
+        "startedAt": iso(task.started_at) if task.started_at else None,
+        "state": task.state.value,
+        "version": task.version,
+        "localVolumes": [],
+    }
+
+
+def _counts(o: Orchestrator, spec: AppSpec, tasks: list[Task]) -> dict[str, int]:
+    health = [o.is_healthy(t, spec) for t in tasks]
+    return {
+        "tasksStaged": sum(t.state in (TaskState.STAGING, TaskState.STARTING) for t in tasks),
+        "tasksRunning": sum(t.state is TaskState.RUNNING for t in tasks),
+        "tasksHealthy": sum(h is True for h in health),
+        "tasksUnhealthy": sum(h is False for h in health),
+    }
+
+
+def app_json(o: Orchestrator, spec: AppSpec, embed: set[str],
+             tasks: list[Task] | None = None) -> dict[str, Any]:
+    """The app as Marathon shows it; ``embed`` (lowercase, prefix-free) adds sections."""
+    out = spec.to_marathon()
+    info = o.version_info(spec.id)
+    out["versionInfo"] = {
+        "lastScalingAt": info.get("lastScalingAt", spec.version),
+        "lastConfigChangeAt": info.get("lastConfigChangeAt", spec.version),
+    }
+    tasks = tasks if tasks is not None else o.tasks(spec.id)
+    if "counts" in embed or "tasks" in embed:
+        out.update(_counts(o, spec, tasks))
+    if "deployments" in embed or "tasks" in embed:
+        out["deployments"] = []
+    if "readiness" in embed:
+        out["readinessCheckResults"] = []
+    if "tasks" in embed:
+        out["tasks"] = [task_json(o, t, spec) for t in tasks]
+    if "lasttaskfailure" in embed:
+        ltf = o.last_task_failure(spec.id)
+        if ltf:
+            out["lastTaskFailure"] = ltf
+    if "taskstats" in embed:
+        out["taskStats"] = {}
+    return out
+
+
+def parse_embed(values: Iterable[str]) -> set[str]:
+    """``apps.tasks``/``app.counts``/``tasks`` → {"tasks", "counts"}; unknown values ignored."""
+    out = set()
+    for v in values:
+        key = v.lower().removeprefix("apps.").removeprefix("app.")
+        if key in EMBED_ALL:
+            out.add(key)
+    return out
+
+
+# ------------------------------------------------------------------ label selectors
+
+_SELECTOR = re.compile(
+    r"\s*(?P<key>[^\s,=!()]+)\s*"
+    r"(?:(?P<op>==|!=|\s+in\s+|\s+notin\s+)\s*"
+    r"(?:\((?P<set>[^)]*)\)|(?P<val>[^\s,()]*)))?\s*(?:,|$)"
+)
+
+
+def parse_label_selector(text: str) -> list[tuple[str, str, set[str]]]:
+    """``k``, ``k==v``, ``k!=v``, ``k in (a,b)``, ``k notin (a,b)``, comma-separated."""
+    out: list[tuple[str, str, set[str]]] = []
+    pos = 0
+    text = text.strip()
+    while pos < len(text):
+        m = _SELECTOR.match(text, pos)
+        if not m or m.end() == pos:
+            raise SpecError("Invalid label selector", [("", [f"cannot parse {text!r}"])])
+        op = (m.group("op") or "exists").strip()
+        values = m.group("set")
+        vals = {s.strip() for s in values.split(",")} if values is not None else {
+            m.group("val") or ""}
+        out.append((m.group("key"), op, vals))
+        pos = m.end()
+    return out
+
+
+def labels_match(labels: dict[str, str], selector: list[tuple[str, str, set[str]]]) -> bool:
+    for key, op, vals in selector:
+        v = labels.get(key)
+        ok = {
+            "exists": v is not None,
+            "==": v in vals,
+            "in": v in vals,
+            "!=": v not in vals,
+            "notin": v not in vals,
+        }[op]
+        if not ok:
+            return False
+    return True
+
+
+# ------------------------------------------------------------------ apps
+
+
+@router.get("/v2/apps")
+def list_apps(request: Request, cmd: str | None = None, id: str | None = None,
+              label: str | None = None,
+              embed: list[str] = Query(default=[])) -> dict[str, Any]:  # noqa: B008
+    o = orch(request)
+    selector = parse_label_selector(label) if label else None
+    wanted = parse_embed(embed) | {"counts", "deployments"}
+    apps = []
+    for spec in o.apps():
+        if cmd and (spec.cmd is None or cmd not in spec.cmd):
+            continue
+        if id and id.lower() not in spec.id:
+            continue
+        if selector and not labels_match(spec.labels, selector):
+            continue
+        apps.append(app_json(o, spec, wanted))
+    return {"apps": apps}
+
+
+@router.post("/v2/apps", status_code=201)
+def create_app(request: Request, body: dict[str, Any] = AppBody) -> JSONResponse:
+    o = orch(request)
+    spec = o.create_app(parse_app(body))
+    return JSONResponse(
+        app_json(o, spec, {"counts", "deployments", "tasks"}),
+        status_code=201,
+        headers={"Location": f"/v2/apps{spec.id}"},
+    )
+
+
+def _deployment_response(version: str, deployment_id: str, status: int = 200) -> JSONResponse:
+    return JSONResponse(
+        {"deploymentId": deployment_id, "version": version},
+        status_code=status,
+        headers={"Marathon-Deployment-Id": deployment_id},
+    )
+
+
+@router.get("/v2/apps/{app_id:path}/tasks")
+def app_tasks(request: Request, app_id: str) -> dict[str, Any]:
+    o = orch(request)
+    spec = o.app(app_id_from_path(app_id))
+    return {"tasks": [task_json(o, t, spec) for t in o.tasks(spec.id)]}
+
+
+@router.delete("/v2/apps/{app_id:path}/tasks/{task_id}")
+def kill_app_task(request: Request, app_id: str, task_id: str, scale: str | None = None,
+                  wipe: str | None = None, force: str | None = None) -> Response:
+    o = orch(request)
+    aid = app_id_from_path(app_id)
+    do_scale = qbool(scale)
+    qbool(wipe), qbool(force)
+    killed = o.kill_tasks(aid, [task_id], scale=do_scale)
+    if do_scale:
+        spec = o.app(aid)
+        return _deployment_response(spec.version or "", "scale-" + (spec.version or ""))
+    spec = o.app(aid)
+    return JSONResponse({"task": task_json(o, killed[0], spec)})
+
+
+@router.delete("/v2/apps/{app_id:path}/tasks")
+def kill_app_tasks(request: Request, app_id: str, host: str | None = None,
+                   scale: str | None = None, wipe: str | None = None,
+                   force: str | None = None) -> Response:
+    o = orch(request)
+    aid = app_id_from_path(app_id)
+    do_scale = qbool(scale)
+    qbool(wipe), qbool(force)
+    killed = o.kill_tasks(aid, None, host=host, scale=do_scale)
+    spec = o.app(aid)
+    if do_scale:
+        return _deployment_response(spec.version or "", "scale-" + (spec.version or ""))
+    return JSONResponse({"tasks": [task_json(o, t, spec) for t in killed]})
+
+
+@router.get("/v2/apps/{app_id:path}/versions/{version}")
+def app_version(request: Request, app_id: str, version: str) -> dict[str, Any]:
+    o = orch(request)
+    return o.app_version(app_id_from_path(app_id), version).to_marathon()
+
+
+@router.get("/v2/apps/{app_id:path}/versions")
+def app_versions(request: Request, app_id: str) -> dict[str, Any]:
+    return {"versions": orch(request).app_versions(app_id_from_path(app_id))}
+
+
+@router.get("/v2/apps/{app_id:path}")
+def get_app(request: Request, app_id: str,
+            embed: list[str] = Query(default=[])) -> dict[str, Any]:  # noqa: B008
+    o = orch(request)
+    spec = o.app(app_id_from_path(app_id))
+    wanted = parse_embed(embed) | {"tasks", "counts", "deployments", "lasttaskfailure"}
+    return {"app": app_json(o, spec, wanted)}
+
+
+def _updated_spec(o: Orchestrator, aid: str, body: dict[str, Any], partial: bool) -> AppSpec:
+    """Apply a PUT/PATCH body: rollback ({"version"}), merge (default) or replace."""
+    current = o.store.get_app(aid)
+    if set(body) - {"id"} == {"version"} and current is not None:
+        return o.app_version(aid, str(body["version"])).model_copy(update={"version": None})
+    if partial and current is not None:
+        merged = current.model_dump(mode="json", exclude={"version"})
+        merged.update(body)
+    else:
+        merged = dict(body)
+    merged["id"] = aid
+    return parse_app(merged)
+
+
+@router.put("/v2/apps/{app_id:path}")
+def put_app(request: Request, app_id: str, body: dict[str, Any] = AppBody,
+            force: str | None = None, partialUpdate: str | None = None) -> JSONResponse:
+    o = orch(request)
+    aid = app_id_from_path(app_id)
+    qbool(force)
+    spec = _updated_spec(o, aid, body, qbool(partialUpdate, default=True))
+    stored, deployment_id, created = o.update_app(spec)
+    if created:
+        return JSONResponse(app_json(o, stored, {"counts", "deployments", "tasks"}),
+                            status_code=201, headers={"Location": f"/v2/apps{stored.id}",
+                                                      "Marathon-Deployment-Id": deployment_id})
+    return _deployment_response(stored.version or "", deployment_id)
+
+
+@router.patch("/v2/apps/{app_id:path}")
+def patch_app(request: Request, app_id: str, body: dict[str, Any] = AppBody,
+              force: str | None = None) -> JSONResponse:
+    o = orch(request)
+    aid = app_id_from_path(app_id)
+    o.app(aid)
+    qbool(force)
+    stored, deployment_id, _ = o.update_app(_updated_spec(o, aid, body, True))
+    return _deployment_response(stored.version or "", deployment_id)
+
+
+@router.delete("/v2/apps/{app_id:path}")
+def delete_app(request: Request, app_id: str, force: str | None = None) -> JSONResponse:
+    o = orch(request)
+    qbool(force)
+    deployment_id = o.delete_app(app_id_from_path(app_id))
+    return _deployment_response(iso(o.clock.now()), deployment_id)
+
+
+# ------------------------------------------------------------------ tasks, queue, info
+
+
+@router.get("/v2/tasks")
+def list_tasks(request: Request, status: str | None = None) -> dict[str, Any]:
+    o = orch(request)
+    specs = {a.id: a for a in o.apps()}
+    tasks = o.tasks()
+    if status:
+        wanted = "TASK_" + status.upper().removeprefix("TASK_")
+        tasks = [t for t in tasks if t.state.value == wanted]
+    return {"tasks": [task_json(o, t, specs.get(t.app_id)) for t in tasks]}
+
+
+def _queue_item(o: Orchestrator, spec: AppSpec, q: QueueInfo, now: datetime) -> dict[str, Any]:
+    left = max(0.0, (q.delayed_until - now).total_seconds()) if q.delayed_until else 0.0
+    overdue = q.delayed_until is None or left <= 0
+    summary = q.rejection
+    nodes = summary.nodes if summary else 0
+    return {
+        "app": app_json(o, spec, {"counts", "deployments"}),
+        "count": q.count,
+        "delay": {"timeLeftSeconds": round(left, 3), "overdue": overdue},
+        "overdue": overdue,
+        "since": iso(q.since),
+        "processedOffersSummary": {
+            "processedOffersCount": nodes,
+            "unusedOffersCount": nodes if summary else 0,
+            "lastUnusedOfferAt": iso(q.last_attempt_at) if q.last_attempt_at else None,
+            "lastUsedOfferAt": iso(q.last_placed_at) if q.last_placed_at else None,
+            "rejectSummaryLastOffers": summary.to_marathon() if summary else [],
+            "rejectSummaryLaunchAttempt": summary.to_marathon() if summary else [],
+        },
+        "lastUnusedOffers": [],
+    }
+
+
+@router.get("/v2/queue")
+def get_queue(request: Request) -> dict[str, Any]:
+    o = orch(request)
+    now = o.clock.now()
+    items = []
+    for app_id, q in sorted(o.queue().items()):
+        spec = o.store.get_app(app_id)
+        if spec is not None:
+            items.append(_queue_item(o, spec, q, now))
+    return {"queue": items}
+
+
+@router.delete("/v2/queue/{app_id:path}/delay", status_code=204)
+def reset_delay(request: Request, app_id: str) -> Response:
+    orch(request).reset_delay(app_id_from_path(app_id))
+    return Response(status_code=204)
+
+
+@router.get("/v2/info")
+def info(request: Request) -> dict[str, Any]:
+    o = orch(request)
+    leader = request.app.state.leader
+    return {
+        "name": "dromos",
+        "version": __version__,
+        "buildref": "dromos-" + __version__,
+        "elected": True,
+        "leader": leader,
+        "frameworkId": "dromos",
+        "event_subscriber": None,
+        "marathon_config": {
+            "master": o.runtime.name,
+            "hostname": leader.split(":")[0],
+            "task_launch_timeout": 300000,
+            "dromos_runtime": {
+                "name": o.runtime.name,
+                "available": o.runtime_available,
+                "error": o.runtime_error,
+            },
+            "placement_strategy": o.strategy.value,
+        },
+        "http_config": {"http_port": request.app.state.port, "https_port": None},
+        "zookeeper_config": {},
+    }
+
+
+@router.get("/v2/leader")
+def leader(request: Request) -> dict[str, str]:
+    return {"leader": request.app.state.leader}

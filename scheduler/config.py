@@ -1,0 +1,93 @@
+"""Server configuration: what ``dromos serve`` was asked for, validated before anything starts."""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from scheduler.model.node import Node, parse_nodes
+from scheduler.model.validation import SpecError
+
+
+class ConfigError(Exception):
+    """The configuration cannot work; the message tells the user what to change."""
+
+
+@dataclass(frozen=True)
+class Credentials:
+    """What clients must present: a token (``Authorization: token=<t>`` or Bearer), and/or
+    HTTP Basic ``user:password``."""
+
+    token: str | None = None
+    basic: tuple[str, str] | None = None
+
+    @property
+    def configured(self) -> bool:
+        return bool(self.token or self.basic)
+
+
+@dataclass(frozen=True)
+class ServeConfig:
+    host: str = "127.0.0.1"
+    port: int = 8080
+    state_dir: Path = Path(".dromos")
+    runtime: str = "local"
+    nodes: tuple[Node, ...] | None = None
+    credentials: Credentials = Credentials()
+
+
+def is_loopback(host: str) -> bool:
+    """True for ``localhost`` and loopback addresses; anything else is reachable by others."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def load_nodes(path: Path) -> list[Node]:
+    """Read a JSON or YAML node list. Raises :class:`ConfigError` naming the bad field."""
+    try:
+        text = path.read_text()
+    except OSError as e:
+        raise ConfigError(f"cannot read nodes file {path}: {e.strerror}") from None
+    data: Any
+    try:
+        data = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
+    except (json.JSONDecodeError, yaml.YAMLError) as e:
+        raise ConfigError(f"nodes file {path} is not valid JSON/YAML: {e}") from None
+    try:
+        return parse_nodes(data)
+    except SpecError as e:
+        lines = [f"  {p or '/'}: {'; '.join(errs)}" for p, errs in e.details]
+        raise ConfigError(f"nodes file {path} is not valid:\n" + "\n".join(lines)) from None
+
+
+def credentials_from(token: str | None, basic: str | None) -> Credentials:
+    """Credentials from flags, falling back to DROMOS_AUTH_TOKEN / DROMOS_BASIC_AUTH."""
+    token = token or os.environ.get("DROMOS_AUTH_TOKEN") or None
+    basic = basic or os.environ.get("DROMOS_BASIC_AUTH") or None
+    pair: tuple[str, str] | None = None
+    if basic:
+        user, sep, password = basic.partition(":")
+        if not sep or not user or not password:
+            raise ConfigError("basic credentials must look like user:password")
+        pair = (user, password)
+    return Credentials(token=token, basic=pair)
+
+
+def check_exposure(host: str, credentials: Credentials) -> None:
+    """Secure by default: refuse to listen beyond loopback without credentials."""
+    if not is_loopback(host) and not credentials.configured:
+        raise ConfigError(
+            f"refusing to listen on {host} without credentials: anyone who can reach it "
+            "could run commands on this machine. Set --auth-token (or DROMOS_AUTH_TOKEN), "
+            "or --basic-auth user:password (or DROMOS_BASIC_AUTH), or listen on 127.0.0.1."
+        )

@@ -1,0 +1,106 @@
+"""The event bus: typed, past-tense facts fanned out to subscribers (SSE, status page, metrics).
+
+Marathon's event types travel on the ``marathon`` stream; Dromos-only events (placement,
+job runs) on the ``dromos`` stream, so strict Marathon clients never see a type they do not
+know.
+"""
+
+from __future__ import annotations
+
+import itertools
+import queue
+import threading
+from collections import deque
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from scheduler.model.timefmt import iso
+
+MARATHON = "marathon"
+DROMOS = "dromos"
+
+
+@dataclass(frozen=True)
+class Event:
+    """One fact. ``payload`` holds the type-specific fields (Marathon's names on that stream)."""
+
+    event_type: str
+    timestamp: datetime
+    payload: dict[str, Any] = field(default_factory=dict)
+    stream: str = MARATHON
+    seq: int = 0
+
+    def to_json(self) -> dict[str, Any]:
+        return {"eventType": self.event_type, "timestamp": iso(self.timestamp), **self.payload}
+
+
+class Subscription:
+    """A bounded queue of events for one consumer.
+
+    A consumer that falls ``maxsize`` events behind is dropped (``dropped`` becomes True and
+    ``get`` returns ``None``): a slow client must never stall the scheduler.
+    """
+
+    def __init__(self, bus: EventBus, streams: frozenset[str], maxsize: int) -> None:
+        self._bus = bus
+        self.streams = streams
+        self._q: queue.Queue[Event | None] = queue.Queue(maxsize=maxsize)
+        self.dropped = False
+
+    def offer(self, event: Event) -> None:
+        if self.dropped or event.stream not in self.streams:
+            return
+        try:
+            self._q.put_nowait(event)
+        except queue.Full:
+            self.dropped = True
+            self._bus.unsubscribe(self)
+
+    def get(self, timeout: float | None = None) -> Event | None:
+        """The next event; ``None`` on timeout or once dropped and drained."""
+        try:
+            return self._q.get(timeout=timeout)
+        except queue.Empty:
+            return None
+
+    def close(self) -> None:
+        self._bus.unsubscribe(self)
+
+
+class EventBus:
+    """Thread-safe publish/subscribe with a short history for late readers."""
+
+    def __init__(self, history: int = 500) -> None:
+        self._lock = threading.Lock()
+        self._subs: list[Subscription] = []
+        self._recent: deque[Event] = deque(maxlen=history)
+        self._seq = itertools.count(1)
+
+    def publish(self, event_type: str, now: datetime, stream: str = MARATHON,
+                **payload: Any) -> Event:
+        with self._lock:
+            event = Event(event_type, now, payload, stream, next(self._seq))
+            self._recent.append(event)
+            subs = list(self._subs)
+        for s in subs:
+            s.offer(event)
+        return event
+
+    def subscribe(self, streams: frozenset[str] = frozenset({MARATHON}),
+                  maxsize: int = 1000) -> Subscription:
+        sub = Subscription(self, streams, maxsize)
+        with self._lock:
+            self._subs.append(sub)
+        return sub
+
+    def unsubscribe(self, sub: Subscription) -> None:
+        with self._lock:
+            if sub in self._subs:
+                self._subs.remove(sub)
+
+    def recent(self, limit: int = 100, stream: str | None = None) -> list[Event]:
+        """The newest events, oldest first."""
+        with self._lock:
+            items = [e for e in self._recent if stream is None or e.stream == stream]
+        return items[-limit:]

@@ -1,0 +1,519 @@
+"""The only module that wires store, runtime, health monitor, bus and the control loop.
+
+The API calls the command/query methods here; a background thread calls :meth:`run_once`.
+Everything that *decides* lives in services/ and placement/; this module only applies.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+from scheduler.clock import Clock
+from scheduler.events import DROMOS, EventBus
+from scheduler.model.app import AppSpec
+from scheduler.model.health import HealthCheck, HealthResult
+from scheduler.model.node import Node
+from scheduler.model.resources import Resources
+from scheduler.model.task import Task, TaskState, new_task_id
+from scheduler.model.timefmt import iso, parse_iso
+from scheduler.placement.pipeline import Placer
+from scheduler.placement.plan import ClusterSnapshot, PlacedTask, RejectionSummary, Strategy
+from scheduler.runtimes.base import Runtime, RuntimeUnavailable, launch_spec
+from scheduler.services.backoff import Backoff
+from scheduler.services.health import HealthMonitor, task_health
+from scheduler.services.reconciler import reconcile
+from scheduler.store.base import AlreadyExists, StateStore
+
+log = logging.getLogger("dromos.orchestrator")
+
+
+class NotFound(Exception):
+    """An app or task the caller named does not exist."""
+
+
+class Conflict(Exception):
+    """The write clashes with existing state (e.g. an app id that exists)."""
+
+
+@dataclass
+class QueueInfo:
+    """Why an app has fewer tasks than it wants, as of the last pass."""
+
+    count: int
+    since: datetime
+    delayed_until: datetime | None = None
+    rejection: RejectionSummary | None = None
+    last_attempt_at: datetime | None = None
+    last_placed_at: datetime | None = None
+
+
+@dataclass
+class PassReport:
+    """What one :meth:`Orchestrator.run_once` did (for tests and logs)."""
+
+    launched: list[str] = field(default_factory=list)
+    killed: list[str] = field(default_factory=list)
+    finished: list[str] = field(default_factory=list)
+
+
+def _meta_key(kind: str, app_id: str) -> str:
+    return f"app:{app_id}:{kind}"
+
+
+class Orchestrator:
+    """Applies decisions. Thread-safe: one lock guards every state change."""
+
+    def __init__(
+        self,
+        store: StateStore,
+        runtime: Runtime,
+        bus: EventBus,
+        clock: Clock,
+        *,
+        health: HealthMonitor | None = None,
+        strategy: Strategy = Strategy.BINPACK,
+        loop_interval: float = 0.5,
+    ) -> None:
+        self.store = store
+        self.runtime = runtime
+        self.bus = bus
+        self.clock = clock
+        self.health = health
+        self.strategy = strategy
+        self.loop_interval = loop_interval
+        self.runtime_available = True
+        self.runtime_error: str | None = None
+        self._lock = threading.RLock()
+        self._queue: dict[str, QueueInfo] = {}
+        self._kills_issued: set[str] = set()
+        self._spec_cache: dict[tuple[str, str], AppSpec | None] = {}
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        if health is not None:
+            saved = store.get_meta("health")
+            if saved:
+                health.import_state(saved)
+
+    # ------------------------------------------------------------------ queries
+
+    def nodes(self) -> list[Node]:
+        return self.runtime.nodes()
+
+    def apps(self) -> list[AppSpec]:
+        return self.store.list_apps()
+
+    def app(self, app_id: str) -> AppSpec:
+        spec = self.store.get_app(app_id)
+        if spec is None:
+            raise NotFound(f"App '{app_id}' does not exist")
+        return spec
+
+    def tasks(self, app_id: str | None = None) -> list[Task]:
+        return [t for t in self.store.list_tasks(app_id) if not t.state.terminal]
+
+    def health_results(self, task: Task, spec: AppSpec) -> list[HealthResult]:
+        if self.health is None or not spec.healthChecks:
+            return []
+        return self.health.results(task.id)[: len(spec.healthChecks)]
+
+    def is_healthy(self, task: Task, spec: AppSpec) -> bool | None:
+        """``None`` when the app has no checks or none answered yet."""
+        if not spec.healthChecks or task.state is not TaskState.RUNNING:
+            return None
+        return task_health(self.health_results(task, spec))
+
+    def version_info(self, app_id: str) -> dict[str, str]:
+        info = self.store.get_meta(_meta_key("versionInfo", app_id))
+        return dict(info) if info else {}
+
+    def last_task_failure(self, app_id: str) -> dict[str, Any] | None:
+        v = self.store.get_meta(_meta_key("lastTaskFailure", app_id))
+        return dict(v) if v else None
+
+    def queue(self) -> dict[str, QueueInfo]:
+        with self._lock:
+            return dict(self._queue)
+
+    def backoff(self, app_id: str) -> Backoff:
+        return Backoff.from_json(self.store.get_meta(_meta_key("backoff", app_id)))
+
+    def app_versions(self, app_id: str) -> list[str]:
+        self.app(app_id)
+        return self.store.list_app_versions(app_id)
+
+    def app_version(self, app_id: str, version: str) -> AppSpec:
+        spec = self.store.get_app_version(app_id, version)
+        if spec is None:
+            raise NotFound(f"App '{app_id}' has no version '{version}'")
+        return spec
+
+    # ------------------------------------------------------------------ commands
+
+    def _next_version(self, app_id: str, now: datetime) -> str:
+        """A version timestamp strictly after every stored one of this app."""
+        version = iso(now)
+        versions = self.store.list_app_versions(app_id)
+        if versions and version <= versions[0]:
+            version = iso(parse_iso(versions[0]) + timedelta(milliseconds=1))
+        return version
+
+    def create_app(self, spec: AppSpec) -> AppSpec:
+        """Store a new app; the control loop starts its tasks. Raises :class:`Conflict`."""
+        with self._lock:
+            now = self.clock.now()
+            stored = spec.model_copy(update={"version": self._next_version(spec.id, now)})
+            try:
+                with self.store.atomic():
+                    self.store.create_app(stored)
+                    self.store.put_meta(
+                        _meta_key("versionInfo", spec.id),
+                        {"lastScalingAt": stored.version, "lastConfigChangeAt": stored.version},
+                    )
+            except AlreadyExists:
+                raise Conflict(
+                    f"An app with id [{spec.id}] already exists."
+                ) from None
+            self.bus.publish("api_post_event", now, clientIp=None, uri=f"/v2/apps{spec.id}",
+                             appDefinition=stored.to_marathon())
+            return stored
+
+    def update_app(self, spec: AppSpec) -> tuple[AppSpec, str, bool]:
+        """Store ``spec`` as the app's new definition (creating it if new).
+
+        Returns (stored spec, deployment id, created). A change of ``instances`` only is a
+        scaling (running tasks stay); any other change replaces tasks by a rolling restart.
+        """
+        with self._lock:
+            now = self.clock.now()
+            old = self.store.get_app(spec.id)
+            if old is None:
+                return self.create_app(spec), str(uuid.uuid4()), True
+            stored = spec.model_copy(update={"version": self._next_version(spec.id, now)})
+            info = self.version_info(spec.id)
+            scaling_only = _without(old) == _without(stored)
+            info["lastScalingAt"] = stored.version or ""
+            if not scaling_only or "lastConfigChangeAt" not in info:
+                info["lastConfigChangeAt"] = stored.version or ""
+            with self.store.atomic():
+                self.store.put_app(stored)
+                self.store.put_meta(_meta_key("versionInfo", spec.id), info)
+            self.bus.publish("api_post_event", now, clientIp=None, uri=f"/v2/apps{spec.id}",
+                             appDefinition=stored.to_marathon())
+            return stored, str(uuid.uuid4()), False
+
+    def delete_app(self, app_id: str) -> str:
+        """Delete the app and kill its tasks. Returns a deployment id."""
+        with self._lock:
+            self.app(app_id)
+            now = self.clock.now()
+            with self.store.atomic():
+                self.store.delete_app(app_id)
+                for kind in ("versionInfo", "backoff", "lastTaskFailure"):
+                    self.store.put_meta(_meta_key(kind, app_id), None)
+            for t in self.tasks(app_id):
+                self._kill(t, "app deleted", now)
+            self._queue.pop(app_id, None)
+            self.bus.publish("app_terminated_event", now, appId=app_id)
+            return str(uuid.uuid4())
+
+    def kill_tasks(self, app_id: str, task_ids: Sequence[str] | None = None,
+                   host: str | None = None, scale: bool = False) -> list[Task]:
+        """Kill some (or all) of an app's tasks. With ``scale`` the app's instances drop by the
+        number killed, so they are not replaced. Unknown task ids raise :class:`NotFound`."""
+        with self._lock:
+            spec = self.app(app_id)
+            tasks = self.tasks(app_id)
+            if task_ids is not None:
+                by_id = {t.id: t for t in tasks}
+                missing = [i for i in task_ids if i not in by_id]
+                if missing:
+                    raise NotFound(f"Task '{missing[0]}' does not exist")
+                tasks = [by_id[i] for i in task_ids]
+            if host is not None:
+                tasks = [t for t in tasks if t.host == host]
+            tasks = [t for t in tasks if t.kill_requested_at is None]
+            now = self.clock.now()
+            if scale and tasks:
+                self.update_app(spec.model_copy(
+                    update={"instances": max(0, spec.instances - len(tasks))}))
+            return [self._kill(t, "killed by request", now) for t in tasks]
+
+    def reset_delay(self, app_id: str) -> None:
+        with self._lock:
+            self.app(app_id)
+            self.store.put_meta(_meta_key("backoff", app_id), None)
+
+    # ------------------------------------------------------------------ the loop
+
+    def _spec_at(self, app_id: str, version: str) -> AppSpec | None:
+        key = (app_id, version)
+        if key not in self._spec_cache:
+            self._spec_cache[key] = self.store.get_app_version(app_id, version)
+        return self._spec_cache[key]
+
+    def _kill(self, task: Task, reason: str, now: datetime) -> Task:
+        spec = self._spec_at(task.app_id, task.version)
+        grace = spec.kill_grace_seconds if spec else 3.0
+        killing = task.with_(state=TaskState.KILLING, kill_requested_at=now, message=reason)
+        self.store.put_task(killing)
+        try:
+            self.runtime.kill(task, grace)
+            self._kills_issued.add(task.id)
+        except RuntimeUnavailable as e:
+            self._mark_unavailable(e)
+        self._status_event(killing, now)
+        return killing
+
+    def _status_event(self, task: Task, now: datetime) -> None:
+        self.bus.publish(
+            "status_update_event", now,
+            slaveId=task.host, taskId=task.id, taskStatus=task.state.value,
+            message=task.message, appId=task.app_id, host=task.host,
+            ipAddresses=[{"ipAddress": "127.0.0.1", "protocol": "IPv4"}],
+            ports=list(task.ports), version=task.version,
+        )
+
+    def _mark_unavailable(self, e: Exception) -> None:
+        if self.runtime_available:
+            log.warning("runtime %s unavailable: %s", self.runtime.name, e)
+        self.runtime_available = False
+        self.runtime_error = str(e)
+
+    def run_once(self, now: datetime) -> PassReport:
+        """One idempotent pass: observe, health, reconcile every app, apply.
+
+        Safe to repeat and safe after a crash: a task written as STAGING whose launch may
+        not have happened is launched again under the same id (runtimes make that a no-op
+        when it did happen).
+        """
+        with self._lock:
+            report = PassReport()
+            try:
+                self._observe(now, report)
+            except RuntimeUnavailable as e:
+                self._mark_unavailable(e)
+                return report
+            self.runtime_available = True
+            self.runtime_error = None
+            self._reissue_kills(now)
+            health, unhealthy = self._health_pass(now)
+            self._reconcile_all(now, health, unhealthy, report)
+            if self.health is not None:
+                self.store.put_meta("health", self.health.export_state())
+            return report
+
+    def _observe(self, now: datetime, report: PassReport) -> None:
+        tasks = [t for t in self.store.list_tasks() if not t.state.terminal]
+        unlaunched = [t for t in tasks if not t.handle]
+        for t in unlaunched:
+            # Written as STAGING before a launch that may not have completed (crash).
+            spec = self._spec_at(t.app_id, t.version)
+            if spec is None or t.kill_requested_at is not None:
+                self.store.delete_task(t.id)
+                continue
+            self._launch(spec, t, now)
+        tasks = [t for t in self.store.list_tasks() if not t.state.terminal and t.handle]
+        for t, obs in zip(tasks, self.runtime.observe(tasks), strict=True):
+            if obs.state == t.state or (
+                t.state is TaskState.KILLING and not obs.state.terminal
+            ):
+                continue
+            updated = t.with_(
+                state=obs.state,
+                exit_code=obs.exit_code,
+                message=obs.message or t.message,
+                started_at=t.started_at or obs.started_at or
+                (now if obs.state is TaskState.RUNNING else None),
+                finished_at=now if obs.state.terminal else None,
+            )
+            self._status_event(updated, now)
+            if obs.state.terminal:
+                self._task_ended(updated, now)
+                report.finished.append(t.id)
+            else:
+                self.store.put_task(updated)
+
+    def _task_ended(self, task: Task, now: datetime) -> None:
+        """Record why a task ended (backoff, lastTaskFailure) and expunge it."""
+        with self.store.atomic():
+            if task.state in (TaskState.FAILED, TaskState.FINISHED, TaskState.LOST) and (
+                task.kill_requested_at is None
+            ):
+                info = self.version_info(task.app_id)
+                cfg = info.get("lastConfigChangeAt")
+                bo = self.backoff(task.app_id).after_failure(now, cfg)
+                self.store.put_meta(_meta_key("backoff", task.app_id), bo.to_json())
+            if task.state in (TaskState.FAILED, TaskState.LOST) and self.store.get_app(
+                task.app_id
+            ):
+                self.store.put_meta(_meta_key("lastTaskFailure", task.app_id), {
+                    "appId": task.app_id, "host": task.host, "message": task.message,
+                    "state": task.state.value, "taskId": task.id, "timestamp": iso(now),
+                    "version": task.version, "slaveId": task.host,
+                })
+            self.store.delete_task(task.id)
+        self._kills_issued.discard(task.id)
+
+    def _reissue_kills(self, now: datetime) -> None:
+        # After a restart the runtime has forgotten the kills we asked for: ask again with
+        # what is left of the grace period.
+        for t in self.store.list_tasks():
+            if t.kill_requested_at is None or t.state.terminal or t.id in self._kills_issued:
+                continue
+            spec = self._spec_at(t.app_id, t.version)
+            grace = spec.kill_grace_seconds if spec else 3.0
+            left = max(0.0, grace - (now - t.kill_requested_at).total_seconds())
+            self.runtime.kill(t, left)
+            self._kills_issued.add(t.id)
+
+    def _health_pass(self, now: datetime) -> tuple[dict[str, bool | None], dict[str, str]]:
+        health: dict[str, bool | None] = {}
+        unhealthy: dict[str, str] = {}
+        if self.health is None:
+            return health, unhealthy
+        targets: list[tuple[Task, Sequence[HealthCheck]]] = []
+        for t in self.store.list_tasks():
+            if t.state is not TaskState.RUNNING or t.kill_requested_at is not None:
+                continue
+            spec = self._spec_at(t.app_id, t.version)
+            if spec and spec.healthChecks:
+                targets.append((t, spec.healthChecks))
+        self.health.sync(targets)
+        for t, checks in targets:
+            health[t.id] = task_health(self.health.results(t.id)[: len(checks)])
+        for task_id, idx, result in self.health.drain_changes():
+            task = self.store.get_task(task_id)
+            if task is None:
+                continue
+            self.bus.publish("health_status_changed_event", now, appId=task.app_id,
+                             taskId=task_id, instanceId=task_id, version=task.version,
+                             alive=result.alive)
+            if not result.alive and result.last_failure_cause:
+                spec = self._spec_at(task.app_id, task.version)
+                check = spec.healthChecks[idx].to_json() if spec and \
+                    idx < len(spec.healthChecks) else {}
+                self.bus.publish("failed_health_check_event", now, appId=task.app_id,
+                                 taskId=task_id, instanceId=task_id, healthCheck=check)
+        for task_id, cause in self.health.to_kill():
+            unhealthy[task_id] = cause
+        return health, unhealthy
+
+    def _reconcile_all(self, now: datetime, health: dict[str, bool | None],
+                       unhealthy: dict[str, str], report: PassReport) -> None:
+        apps = {a.id: a for a in self.store.list_apps()}
+        tasks = [t for t in self.store.list_tasks() if not t.state.terminal]
+        # Tasks of deleted apps go away.
+        for t in tasks:
+            if t.app_id not in apps and t.kill_requested_at is None:
+                self._kill(t, "app deleted", now)
+                report.killed.append(t.id)
+        placed = []
+        for t in tasks:
+            spec = self._spec_at(t.app_id, t.version)
+            res = spec.resources if spec else Resources()
+            placed.append(PlacedTask(t.app_id, t.host, res, t.ports))
+        placer = Placer(ClusterSnapshot(tuple(self.runtime.nodes()), tuple(placed)),
+                        self.strategy)
+        by_app: dict[str, list[Task]] = {}
+        for t in tasks:
+            by_app.setdefault(t.app_id, []).append(t)
+        for app_id, spec in sorted(apps.items()):
+            info = self.version_info(app_id)
+            cfg = info.get("lastConfigChangeAt") or spec.version or ""
+            result = reconcile(spec, cfg, by_app.get(app_id, []), health, unhealthy,
+                               self.backoff(app_id), placer, now)
+            for k in result.kills:
+                task = self.store.get_task(k.task_id)
+                if task is None:
+                    continue
+                if k.reason.startswith("unhealthy"):
+                    self.bus.publish("unhealthy_task_kill_event", now, appId=app_id,
+                                     taskId=task.id, instanceId=task.id, version=task.version,
+                                     reason=k.reason, host=task.host, slaveId=task.host)
+                self._kill(task, k.reason, now)
+                report.killed.append(task.id)
+            for p in result.launches:
+                task = Task(id=new_task_id(app_id), app_id=app_id, host=p.host,
+                            version=spec.version or "", state=TaskState.STAGING,
+                            staged_at=now, ports=p.ports)
+                self._launch(spec, task, now)
+                report.launched.append(task.id)
+            self._update_queue(app_id, result.waiting, result.rejection,
+                               result.delayed_until, bool(result.launches), now)
+
+    def _update_queue(self, app_id: str, waiting: int, rejection: RejectionSummary | None,
+                      delayed_until: datetime | None, placed: bool, now: datetime) -> None:
+        prev = self._queue.get(app_id)
+        if waiting <= 0:
+            self._queue.pop(app_id, None)
+            return
+        info = QueueInfo(
+            count=waiting,
+            since=prev.since if prev else now,
+            delayed_until=delayed_until,
+            rejection=rejection or (prev.rejection if prev else None),
+            last_attempt_at=now if rejection else (prev.last_attempt_at if prev else None),
+            last_placed_at=now if placed else (prev.last_placed_at if prev else None),
+        )
+        if rejection is not None and (prev is None or prev.rejection != rejection):
+            self.bus.publish("placement_rejected", now, stream=DROMOS, appId=app_id,
+                             waiting=waiting, reason=rejection.describe())
+        self._queue[app_id] = info
+
+    def _launch(self, spec: AppSpec, task: Task, now: datetime) -> None:
+        # Persist intent before acting: a crash after this line re-launches the same id.
+        self.store.put_task(task)
+        self._status_event(task, now)
+        try:
+            handle = self.runtime.launch(launch_spec(spec, task))
+        except RuntimeUnavailable as e:
+            self._mark_unavailable(e)
+            return
+        except (ValueError, OSError) as e:
+            failed = task.with_(state=TaskState.FAILED, message=f"launch failed: {e}")
+            self._status_event(failed, now)
+            self._task_ended(failed, now)
+            return
+        started = task.with_(state=TaskState.STARTING, handle=dict(handle))
+        self.store.put_task(started)
+        self._status_event(started, now)
+
+    # ------------------------------------------------------------------ lifecycle
+
+    def start(self) -> None:
+        """Run the control loop (and health probes) in background threads."""
+        if self.health is not None:
+            self.health.start_in_thread()
+        self._stop.clear()
+        self._thread = threading.Thread(target=self._loop, name="dromos-loop", daemon=True)
+        self._thread.start()
+
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            try:
+                self.run_once(self.clock.now())
+            except Exception:
+                # The loop must outlive any one bad pass; the next pass converges.
+                log.exception("control loop pass failed")
+            self._stop.wait(self.loop_interval)
+
+    def stop(self) -> None:
+        """Stop the loop; running tasks keep running and are adopted on the next start."""
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=10)
+        if self.health is not None:
+            self.health.stop()
+            self.store.put_meta("health", self.health.export_state())
+        self.runtime.close()
+
+
+def _without(spec: AppSpec) -> dict[str, Any]:
+    """The parts of a definition that make a *configuration* (everything but scale/version)."""
+    return spec.model_dump(mode="json", exclude={"instances", "version"})
