@@ -15,7 +15,7 @@ from scheduler.model.app import AppSpec, normalize_app_id, parse_app
 from scheduler.model.task import Task, TaskState
 from scheduler.model.timefmt import iso
 from scheduler.model.validation import SpecError
-from scheduler.orchestrator import NotFound, Orchestrator, QueueInfo
+from scheduler.orchestrator import Orchestrator, QueueInfo
 
 router = APIRouter()
 

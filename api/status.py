@@ -77,8 +77,9 @@ def render(o: Orchestrator) -> str:
                 reason = f"launch delayed (backoff) until {q.delayed_until:%H:%M:%S}"
             why = f'<span class="wait">{q.count} waiting: {escape(reason)}</span>'
         hc = f"{healthy} healthy" if spec.healthChecks else "no health checks"
+        command = spec.cmd or " ".join(spec.args or [])
         app_rows.append(
-            f"<tr><td><b>{escape(spec.id)}</b><br><code>{escape(spec.cmd or ' '.join(spec.args or []))}</code></td>"
+            f"<tr><td><b>{escape(spec.id)}</b><br><code>{escape(command)}</code></td>"
             f"<td>{running} / {spec.instances} running</td><td>{hc}</td>"
             f"<td class=muted>{escape(spec.version or '')}</td><td>{why}</td></tr>"
         )

@@ -18,4 +18,6 @@ def pytest_runtest_makereport(
     report: pytest.TestReport = outcome.get_result()  # type: ignore[attr-defined]
     if CI and report.skipped and not hasattr(report, "wasxfail"):
         report.outcome = "failed"
-        report.longrepr = f"skipped under CI (DROMOS_CI=1 requires the real thing): {report.longrepr}"
+        report.longrepr = (
+            f"skipped under CI (DROMOS_CI=1 requires the real thing): {report.longrepr}"
+        )

@@ -87,8 +87,8 @@ def reconcile(
     - ``health``: task id → all checks alive (``None``: no result yet).
     - ``unhealthy``: task id → cause, for tasks the health monitor says must be killed.
     - Tasks of an older configuration are replaced by a rolling restart that keeps
-      ``ceil(n × minimumHealthCapacity)`` healthy tasks and at most
-      ``floor(n × (1 + maximumOverCapacity))`` tasks (a surge of one when both are equal).
+      ``ceil(n * minimumHealthCapacity)`` healthy tasks and at most
+      ``floor(n * (1 + maximumOverCapacity))`` tasks (a surge of one when both are equal).
     - Launches respect ``backoff`` and are placed with ``placer`` (which reserves them).
     """
     kills: list[Kill] = []

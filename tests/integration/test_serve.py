@@ -1,0 +1,205 @@
+"""End to end: a real `dromos serve`, real processes, real HTTP health checks, real kill -9."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+pytestmark = pytest.mark.integration
+
+NODES = [
+    {"hostname": f"node-{c}", "cpus": 2, "mem": 2048, "disk": 1000,
+     "ports": f"{33000 + 100 * i}-{33000 + 100 * i + 49}",
+     "attributes": {"rack": f"r{i % 2}", "zone": "z1"}}
+    for i, c in enumerate("abc")
+]
+WEB = {
+    "id": "/demo/web",
+    "cmd": "exec python3 -m http.server $PORT0 --bind 127.0.0.1",
+    "instances": 3,
+    "cpus": 0.1,
+    "mem": 64,
+    "constraints": [["hostname", "UNIQUE"]],
+    "backoffSeconds": 1,
+    "healthChecks": [{"protocol": "HTTP", "path": "/", "gracePeriodSeconds": 30,
+                      "intervalSeconds": 1, "timeoutSeconds": 1,
+                      "maxConsecutiveFailures": 3}],
+}
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_for(check: Callable[[], Any], timeout: float = 30.0, what: str = "condition") -> Any:
+    deadline = time.monotonic() + timeout
+    last: Any = None
+    while time.monotonic() < deadline:
+        try:
+            last = check()
+            if last:
+                return last
+        except (httpx.HTTPError, OSError, KeyError, ValueError):
+            pass
+        time.sleep(0.2)
+    raise AssertionError(f"timed out waiting for {what}; last value: {last!r}")
+
+
+class Server:
+    """A `dromos serve` subprocess on a free port with its own state dir."""
+
+    def __init__(self, state: Path, nodes_file: Path, *extra: str) -> None:
+        self.state = state
+        self.nodes_file = nodes_file
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.extra = extra
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        log = open(self.state.parent / "dromos.log", "ab")  # noqa: SIM115
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "scheduler.cli", "serve", "--port", str(self.port),
+             "--state-dir", str(self.state), "--nodes", str(self.nodes_file), *self.extra],
+            stdout=log, stderr=log, start_new_session=True,
+        )
+        wait_for(lambda: httpx.get(self.url + "/ping").text == "pong", 30, "dromos /ping")
+
+    def kill9(self) -> None:
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait(10)
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+
+    def get(self, path: str) -> Any:
+        r = httpx.get(self.url + path, timeout=10)
+        r.raise_for_status()
+        return r.json()
+
+
+def executors(state: Path) -> dict[str, dict[str, Any]]:
+    """Task id → executor.json for every task sandbox."""
+    out = {}
+    for f in (state / "tasks").glob("*/executor.json"):
+        out[f.parent.name] = json.loads(f.read_text())
+    return out
+
+
+def alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    stat = Path(f"/proc/{pid}/stat").read_text()
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"
+
+
+@pytest.fixture
+def server(tmp_path: Path) -> Iterator[Server]:
+    nodes_file = tmp_path / "nodes.json"
+    nodes_file.write_text(json.dumps(NODES))
+    srv = Server(tmp_path / "state", nodes_file)
+    srv.start()
+    yield srv
+    srv.stop()
+    for info in executors(srv.state).values():  # leave no process behind
+        with contextlib.suppress(ProcessLookupError, PermissionError, KeyError):
+            os.killpg(int(info["pid"]), signal.SIGKILL)
+
+
+def healthy_tasks(srv: Server) -> list[dict[str, Any]]:
+    app = srv.get("/v2/apps/demo/web")["app"]
+    tasks = [t for t in app["tasks"] if t["state"] == "TASK_RUNNING"
+             and t["healthCheckResults"] and all(h["alive"] for h in t["healthCheckResults"])]
+    return tasks
+
+
+def test_three_healthy_tasks_replacement_and_adoption(server: Server) -> None:
+    r = httpx.post(server.url + "/v2/apps", json=WEB)
+    assert r.status_code == 201, r.text
+
+    tasks = wait_for(lambda: len(healthy_tasks(server)) == 3 and healthy_tasks(server),
+                     60, "3 healthy tasks")
+    assert {t["host"] for t in tasks} == {"node-a", "node-b", "node-c"}
+    for t in tasks:  # each task really serves HTTP on its port
+        assert httpx.get(f"http://127.0.0.1:{t['ports'][0]}/").status_code == 200
+    app = server.get("/v2/apps/demo/web")["app"]
+    assert (app["tasksRunning"], app["tasksHealthy"], app["tasksUnhealthy"]) == (3, 3, 0)
+
+    # Kill one task's process: it is replaced, and the failure is recorded.
+    victim = tasks[0]
+    child = executors(server.state)[victim["id"]]["child_pid"]
+    os.kill(int(child), signal.SIGKILL)
+
+    def replaced() -> bool:
+        ts = healthy_tasks(server)
+        return len(ts) == 3 and victim["id"] not in {t["id"] for t in ts}
+
+    wait_for(replaced, 60, "a healthy replacement")
+    failure = server.get("/v2/apps/demo/web")["app"]["lastTaskFailure"]
+    assert failure["taskId"] == victim["id"]
+    assert failure["state"] == "TASK_FAILED"
+
+    # kill -9 Dromos: the tasks keep running; a restart adopts them, relaunching nothing.
+    before = {t["id"]: t for t in healthy_tasks(server)}
+    pids_before = {tid: executors(server.state)[tid]["pid"] for tid in before}
+    server.kill9()
+    for pid in pids_before.values():
+        assert alive(int(pid))
+    server.start()
+    time.sleep(3)  # several control-loop passes
+    after = wait_for(lambda: len(healthy_tasks(server)) == 3 and healthy_tasks(server), 30,
+                     "3 healthy tasks after restart")
+    assert {t["id"] for t in after} == set(before)
+    assert {t["id"]: t["ports"] for t in after} == {k: v["ports"] for k, v in before.items()}
+    assert {tid: executors(server.state)[tid]["pid"] for tid in before} == pids_before
+    assert len(executors(server.state)) == 4  # 3 originals + 1 replacement, nothing new
+
+    # Deleting the app stops its processes.
+    assert httpx.delete(server.url + "/v2/apps/demo/web").status_code == 200
+    wait_for(lambda: not any(alive(int(p)) for p in pids_before.values()), 30,
+             "task processes to exit")
+
+
+def test_refuses_non_loopback_without_credentials(tmp_path: Path) -> None:
+    r = subprocess.run(
+        [sys.executable, "-m", "scheduler.cli", "serve", "--host", "0.0.0.0",
+         "--state-dir", str(tmp_path)],
+        capture_output=True, text=True, timeout=30,
+        env={k: v for k, v in os.environ.items() if not k.startswith("DROMOS_")},
+    )
+    assert r.returncode == 2
+    assert "refusing to listen on 0.0.0.0 without credentials" in r.stderr
+
+
+def test_bad_nodes_file_names_the_field(tmp_path: Path) -> None:
+    nodes = tmp_path / "nodes.yaml"
+    nodes.write_text("- hostname: a\n  cpus: 0\n  mem: 10\n")
+    r = subprocess.run(
+        [sys.executable, "-m", "scheduler.cli", "serve", "--nodes", str(nodes),
+         "--state-dir", str(tmp_path / "s")],
+        capture_output=True, text=True, timeout=30,
+    )
+    assert r.returncode == 2
+    assert "/0/cpus" in r.stderr
