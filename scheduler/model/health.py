@@ -36,8 +36,9 @@ class CommandCheck(BaseModel):
 class HealthCheck(BaseModel):
     """One entry of ``healthChecks``.
 
-    Pass means: HTTP(S) status 200-399 (1xx too when ``ignoreHttp1xx``) within
-    ``timeoutSeconds``; TCP connect within the timeout; COMMAND exit status 0.
+    Pass means: HTTP(S) status 200-399 within ``timeoutSeconds`` (with ``ignoreHttp1xx`` a
+    1xx answer is neither a pass nor a failure); TCP connect within the timeout; COMMAND
+    exit status 0.
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -104,7 +105,7 @@ class HealthResult:
     """The health of one task for one check, as Marathon reports it.
 
     ``alive`` is False until the first success. ``consecutive_failures`` counts only failures
-    that matter (outside the grace period, after the first success).
+    that matter: those after the first success, or once the grace period is over.
     """
 
     task_id: str

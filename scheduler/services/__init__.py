@@ -1,0 +1,1 @@
+"""Marathon side: reconciling apps, health checks, launch backoff."""
