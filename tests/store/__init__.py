@@ -1,0 +1,1 @@
+"""Contract tests for every StateStore, plus SQLite-specific durability tests."""

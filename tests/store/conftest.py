@@ -1,0 +1,94 @@
+"""The ``store`` fixture (one param per StateStore implementation) and small factories.
+
+A new implementation joins the contract suite by adding its name to ``STORE_KINDS`` and a
+branch to :func:`open_store`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from scheduler.model.app import AppSpec, parse_app
+from scheduler.model.task import Task, TaskState
+from scheduler.store.base import StateStore
+from scheduler.store.memory import MemoryStore
+from scheduler.store.sqlite import SqliteStore
+
+STORE_KINDS = ["memory", "sqlite"]
+
+T0 = datetime(2026, 1, 1, tzinfo=UTC)
+
+
+def open_store(kind: str, tmp_path: Path) -> StateStore:
+    """A fresh, empty store of ``kind``; file-backed ones live under ``tmp_path``."""
+    if kind == "memory":
+        return MemoryStore()
+    if kind == "sqlite":
+        return SqliteStore(tmp_path / "state" / "dromos.db")
+    raise ValueError(f"unknown store kind {kind!r}")
+
+
+@pytest.fixture(params=STORE_KINDS)
+def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[StateStore]:
+    s = open_store(request.param, tmp_path)
+    yield s
+    s.close()
+
+
+def version_at(seconds: float) -> str:
+    """A server-style version string ``seconds`` after T0 (``2026-01-01T00:00:00.000Z``)."""
+    t = T0 + timedelta(seconds=seconds)
+    return t.strftime("%Y-%m-%dT%H:%M:%S.") + f"{t.microsecond // 1000:03d}Z"
+
+
+def make_app(app_id: str = "/web", version: str | None = None, **fields: Any) -> AppSpec:
+    """A valid app; ``version`` defaults to T0. Extra fields are Marathon JSON fields."""
+    data: dict[str, Any] = {"id": app_id, "cmd": "sleep 1", **fields}
+    data["version"] = version if version is not None else version_at(0)
+    return parse_app(data, keep_version=True)
+
+
+def make_rich_app(app_id: str = "/prod/web", version: str | None = None) -> AppSpec:
+    """An app using nested fields (env, labels, constraints, checks, ports) for round trips."""
+    return make_app(
+        app_id,
+        version,
+        cmd="python -m http.server $PORT0",
+        env={"MODE": "prod", "EMPTY": ""},
+        labels={"team": "infra"},
+        instances=3,
+        cpus=0.25,
+        mem=64.5,
+        constraints=[["hostname", "UNIQUE"], ["rack", "GROUP_BY", "2"]],
+        portDefinitions=[{"port": 0, "name": "http"}],
+        healthChecks=[
+            {"protocol": "HTTP", "path": "/health", "intervalSeconds": 5},
+            {"protocol": "COMMAND", "command": {"value": "true"}},
+        ],
+        upgradeStrategy={"minimumHealthCapacity": 0.5, "maximumOverCapacity": 0.25},
+        dependencies=["/prod/db"],
+    )
+
+
+def make_task(
+    task_id: str = "web.1",
+    app_id: str = "/web",
+    staged_after: float = 0.0,
+    **changes: Any,
+) -> Task:
+    """A running task staged ``staged_after`` seconds after T0 (millisecond precision: what
+    the stores keep)."""
+    task = Task(
+        id=task_id,
+        app_id=app_id,
+        host="node-1",
+        version=version_at(0),
+        state=TaskState.RUNNING,
+        staged_at=T0 + timedelta(seconds=staged_after),
+    )
+    return task.with_(**changes) if changes else task

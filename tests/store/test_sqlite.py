@@ -1,0 +1,437 @@
+"""What only the SQLite store promises: durability on disk, schema versions, crash safety."""
+
+from __future__ import annotations
+
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import textwrap
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from scheduler.store.base import AlreadyExists, StateStore
+from scheduler.store.memory import MemoryStore
+from scheduler.store.sqlite import (
+    MIGRATIONS,
+    SCHEMA_VERSION,
+    SchemaVersionError,
+    SqliteStore,
+    apply_migrations,
+)
+from tests.store.conftest import make_app, make_rich_app, make_task, version_at
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+
+
+def _raw(path: Path) -> sqlite3.Connection:
+    """A plain connection, to look at the file without going through the store."""
+    return sqlite3.connect(path, isolation_level=None)
+
+
+# --- durability across reopen --------------------------------------------------------------
+
+
+def test_everything_written_survives_close_and_reopen(tmp_path: Path) -> None:
+    path = tmp_path / "dromos.db"
+    store = SqliteStore(path)
+    store.create_app(make_rich_app("/prod/web", version_at(0)))
+    store.put_app(make_rich_app("/prod/web", version_at(60)).with_changes(instances=5))
+    store.create_app(make_app("/gone"))
+    store.delete_app("/gone")
+    store.put_task(make_task("prod_web.1", "/prod/web", staged_after=2, handle={"pid": 7}))
+    store.put_task(make_task("prod_web.0", "/prod/web", staged_after=1))
+    store.put_meta("leader", {"node": "a", "epoch": 2})
+    with pytest.raises(ZeroDivisionError), store.atomic():
+        store.put_meta("rolled-back", 1)
+        _ = 1 / 0
+    store.close()
+
+    reopened = SqliteStore(str(path))  # a str path works as well as a Path
+    try:
+        current = reopened.get_app("/prod/web")
+        assert current is not None and current.instances == 5
+        assert current == make_rich_app("/prod/web", version_at(60)).with_changes(instances=5)
+        assert reopened.list_app_versions("/prod/web") == [version_at(60), version_at(0)]
+        assert reopened.get_app_version("/prod/web", version_at(0)) == make_rich_app(
+            "/prod/web", version_at(0)
+        )
+        assert reopened.get_app("/gone") is None
+        assert [t.id for t in reopened.list_tasks("/prod/web")] == ["prod_web.0", "prod_web.1"]
+        task = reopened.get_task("prod_web.1")
+        assert task is not None and dict(task.handle) == {"pid": 7}
+        assert reopened.get_meta("leader") == {"node": "a", "epoch": 2}
+        assert reopened.get_meta("rolled-back") is None
+    finally:
+        reopened.close()
+
+
+def test_two_stores_on_one_file_see_each_others_commits(tmp_path: Path) -> None:
+    # E.g. an operator's CLI reading the file a running server writes.
+    a = SqliteStore(tmp_path / "dromos.db")
+    b = SqliteStore(tmp_path / "dromos.db")
+    try:
+        a.create_app(make_app("/web"))
+        assert b.get_app("/web") == make_app("/web")
+        with pytest.raises(RuntimeError), b.atomic():
+            b.put_meta("k", 1)
+            assert a.get_meta("k") is None  # a's connection cannot see b's open transaction
+            raise RuntimeError
+        assert a.get_meta("k") is None
+    finally:
+        a.close()
+        b.close()
+
+
+def test_the_parent_directory_is_created(tmp_path: Path) -> None:
+    path = tmp_path / "a" / "b" / "c" / "dromos.db"
+    store = SqliteStore(path)
+    store.put_meta("k", 1)
+    store.close()
+    assert path.is_file()
+
+
+def test_deleting_an_app_leaves_no_orphan_versions_on_disk(tmp_path: Path) -> None:
+    path = tmp_path / "dromos.db"
+    store = SqliteStore(path)
+    store.create_app(make_app("/web", version_at(0)))
+    store.put_app(make_app("/web", version_at(1)))
+    store.delete_app("/web")
+    store.close()
+    with _raw(path) as conn:
+        assert conn.execute("SELECT count(*) FROM app_versions").fetchone() == (0,)
+
+
+# --- schema --------------------------------------------------------------------------------
+
+
+def test_a_new_file_records_the_schema_version_and_durability_settings(tmp_path: Path) -> None:
+    path = tmp_path / "dromos.db"
+    store = SqliteStore(path)
+    try:
+        # Per-connection settings can only be read on the store's own connection.
+        conn = store._conn
+        assert conn.execute("PRAGMA synchronous").fetchone() == (2,)  # 2 = FULL
+        assert conn.execute("PRAGMA foreign_keys").fetchone() == (1,)
+    finally:
+        store.close()
+    assert SCHEMA_VERSION == len(MIGRATIONS) >= 1
+    raw = _raw(path)
+    try:
+        assert raw.execute("PRAGMA user_version").fetchone() == (SCHEMA_VERSION,)
+        assert raw.execute("PRAGMA journal_mode").fetchone() == ("wal",)  # stored in the file
+        tables = {r[0] for r in raw.execute("SELECT name FROM sqlite_schema WHERE type='table'")}
+        assert {"apps", "app_versions", "tasks", "meta"} <= tables
+    finally:
+        raw.close()
+
+
+def test_reopening_does_not_apply_migrations_again(tmp_path: Path) -> None:
+    for _ in range(3):
+        SqliteStore(tmp_path / "dromos.db").close()
+    with _raw(tmp_path / "dromos.db") as conn:
+        assert conn.execute("PRAGMA user_version").fetchone() == (SCHEMA_VERSION,)
+
+
+@pytest.mark.parametrize("written_by", ["sqlite3", "a store"])
+def test_a_file_from_a_newer_schema_is_refused_and_left_untouched(
+    tmp_path: Path, written_by: str
+) -> None:
+    path = tmp_path / "dromos.db"
+    if written_by == "a store":
+        SqliteStore(path).close()
+    raw = _raw(path)
+    raw.execute("CREATE TABLE from_the_future (x)")
+    raw.execute(f"PRAGMA user_version = {SCHEMA_VERSION + 1}")
+    raw.close()
+    before = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
+
+    with pytest.raises(SchemaVersionError) as err:
+        SqliteStore(path)
+
+    message = str(err.value)
+    assert str(path) in message
+    assert f"schema version {SCHEMA_VERSION + 1}" in message
+    assert f"up to {SCHEMA_VERSION}" in message
+    after = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
+    assert after == before
+
+
+def test_migrations_added_later_upgrade_an_existing_file_in_order(tmp_path: Path) -> None:
+    # What a later issue does: append a step. Today's file must upgrade and keep its data.
+    path = tmp_path / "dromos.db"
+    store = SqliteStore(path)
+    store.create_app(make_app("/web"))
+    store.close()
+    later = (
+        *MIGRATIONS,
+        ("CREATE TABLE jobs (name TEXT PRIMARY KEY, spec TEXT NOT NULL)",),
+        ("ALTER TABLE jobs ADD COLUMN paused INTEGER NOT NULL DEFAULT 0",),
+    )
+
+    raw = _raw(path)
+    try:
+        assert apply_migrations(raw, later) == SCHEMA_VERSION + 2
+        assert raw.execute("PRAGMA user_version").fetchone() == (SCHEMA_VERSION + 2,)
+        raw.execute("INSERT INTO jobs (name, spec) VALUES ('etl', '{}')")
+        assert raw.execute("SELECT paused FROM jobs").fetchone() == (0,)
+        assert raw.execute("SELECT id FROM apps").fetchall() == [("/web",)]
+    finally:
+        raw.close()
+    # And this code, which knows fewer migrations, now refuses the upgraded file.
+    with pytest.raises(SchemaVersionError):
+        SqliteStore(path)
+
+
+def test_a_failing_migration_leaves_the_previous_version(tmp_path: Path) -> None:
+    path = tmp_path / "dromos.db"
+    SqliteStore(path).close()
+    broken = (
+        *MIGRATIONS,
+        ("CREATE TABLE jobs (name TEXT PRIMARY KEY)", "INSERT INTO no_such_table VALUES (1)"),
+    )
+    raw = _raw(path)
+    try:
+        with pytest.raises(sqlite3.OperationalError, match="no_such_table"):
+            apply_migrations(raw, broken)
+        assert raw.execute("PRAGMA user_version").fetchone() == (SCHEMA_VERSION,)
+        tables = {r[0] for r in raw.execute("SELECT name FROM sqlite_schema WHERE type='table'")}
+        assert "jobs" not in tables
+        assert not raw.in_transaction
+    finally:
+        raw.close()
+    SqliteStore(path).close()  # still opens with today's code
+
+
+# --- crash safety --------------------------------------------------------------------------
+
+# The child writes as fast as it can and prints an id only after the write returned: a line on
+# stdout is an acknowledgement, like an HTTP 201 to a client. Odd writes are atomic blocks of
+# an app + a task + a meta key, which must appear all together or not at all.
+_CHILD = textwrap.dedent(
+    """
+    import sys
+    from datetime import UTC, datetime, timedelta
+
+    from scheduler.model.app import parse_app
+    from scheduler.model.task import Task, TaskState
+    from scheduler.store.sqlite import SqliteStore
+
+    store = SqliteStore(sys.argv[1])
+    prefix = sys.argv[2]
+    t0 = datetime(2026, 1, 1, tzinfo=UTC)
+    i = 0
+    while True:
+        version = (t0 + timedelta(seconds=i)).strftime("%Y-%m-%dT%H:%M:%S.000Z")
+        spec = parse_app(
+            {"id": f"/crash/{prefix}-{i}", "cmd": "sleep 1", "version": version},
+            keep_version=True,
+        )
+        current = spec.model_copy(update={"id": f"/crash/{prefix}-current"})
+        if i % 2 == 0:
+            store.put_app(spec)
+            store.put_app(current)
+        else:
+            with store.atomic():
+                store.put_app(spec)
+                store.put_app(current)
+                store.put_task(Task(id=f"crash_{prefix}.{i}", app_id=spec.id, host="h",
+                                    version=version, state=TaskState.RUNNING, staged_at=t0))
+                store.put_meta(f"{prefix}-{i}", {"i": i})
+        print(i, flush=True)
+        i += 1
+    """
+)
+
+
+def _write_until_killed(path: Path, prefix: str, acks_before_kill: int) -> list[int]:
+    """Run the child, SIGKILL it after ``acks_before_kill`` acknowledgements; all acks seen."""
+    env = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
+    child = subprocess.Popen(
+        [sys.executable, "-c", _CHILD, str(path), prefix],
+        cwd=REPO_ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert child.stdout is not None and child.stderr is not None
+    acked: list[int] = []
+    try:
+        while len(acked) < acks_before_kill:
+            line = child.stdout.readline()
+            if not line:
+                child.wait(10)
+                pytest.fail(f"writer exited early ({child.returncode}): {child.stderr.read()}")
+            acked.append(int(line))
+    finally:
+        child.send_signal(signal.SIGKILL)
+        child.wait(10)
+    # Acknowledgements already in the pipe when the kill landed count too; a torn last line
+    # (no newline) was not a complete acknowledgement.
+    acked.extend(int(line) for line in child.stdout.read().splitlines(keepends=True)
+                 if line.endswith("\n"))
+    child.stdout.close()
+    child.stderr.close()
+    assert child.returncode == -signal.SIGKILL
+    return acked
+
+
+def test_every_acknowledged_write_survives_sigkill(tmp_path: Path) -> None:
+    path = tmp_path / "crash" / "dromos.db"
+    rounds = {"r0": 25, "r1": 60, "r2": 7}  # several kills on one file, at varied moments
+    acked = {prefix: _write_until_killed(path, prefix, n) for prefix, n in rounds.items()}
+
+    raw = _raw(path)  # opening recovers the WAL; the file must then be consistent
+    try:
+        assert raw.execute("PRAGMA integrity_check").fetchall() == [("ok",)]
+        assert raw.execute("PRAGMA foreign_key_check").fetchall() == []
+    finally:
+        raw.close()
+
+    store = SqliteStore(path)
+    try:
+        for prefix, ids in acked.items():
+            assert ids == list(range(len(ids)))  # the child acknowledged in order
+            assert len(ids) >= rounds[prefix]
+            for i in ids:
+                assert store.get_app(f"/crash/{prefix}-{i}") is not None, (prefix, i)
+                assert store.list_app_versions(f"/crash/{prefix}-{i}") == [version_at(i)]
+            current = store.get_app(f"/crash/{prefix}-current")
+            # The current definition is the last acknowledged one or the one after it (a
+            # write that committed just before its acknowledgement could be printed).
+            assert current is not None
+            assert current.version in (version_at(ids[-1]), version_at(ids[-1] + 1))
+            assert store.list_app_versions(f"/crash/{prefix}-current")[-1] == version_at(0)
+            # Atomic blocks: all three parts, or (only for the unacknowledged one) none.
+            first_unacked = ids[-1] + 1
+            for i in [*ids, first_unacked]:
+                if i % 2 == 0:
+                    continue
+                parts = (
+                    store.get_app(f"/crash/{prefix}-{i}") is not None,
+                    store.get_task(f"crash_{prefix}.{i}") is not None,
+                    store.get_meta(f"{prefix}-{i}") == {"i": i},
+                )
+                assert parts in ((True, True, True), (False, False, False)), (prefix, i)
+                if i in ids:
+                    assert parts == (True, True, True)
+    finally:
+        store.close()
+
+
+# --- SQLite and memory agree ----------------------------------------------------------------
+# A differential check: random programs of writes, including nested atomic blocks that fail,
+# run against both stores; every result and the full visible state must match. It catches
+# divergences the named contract cases above do not think of.
+
+_APP_IDS = ["/a", "/a/b"]
+# Version strings in two ISO forms, so ordering by text and by instant differ.
+_VERSIONS = [version_at(0), version_at(60), "2026-01-01T00:00:30+01:00"]
+_TASK_IDS = ["t.1", "t.2"]
+_KEYS = ["k1", "k2"]
+
+
+class _Abort(Exception):
+    """Ends an atomic block in a generated program."""
+
+
+_write = st.one_of(
+    st.tuples(st.sampled_from(["create_app", "put_app"]), st.sampled_from(_APP_IDS),
+              st.sampled_from(_VERSIONS), st.integers(0, 2)),
+    st.tuples(st.just("delete_app"), st.sampled_from(_APP_IDS)),
+    st.tuples(st.just("put_task"), st.sampled_from(_TASK_IDS), st.sampled_from(_APP_IDS),
+              st.integers(0, 2)),
+    st.tuples(st.just("delete_task"), st.sampled_from(_TASK_IDS)),
+    st.tuples(st.just("put_meta"), st.sampled_from(_KEYS),
+              st.one_of(st.none(), st.integers(0, 9), st.lists(st.booleans(), max_size=2))),
+)
+
+
+def _block(body: st.SearchStrategy[list[Any]]) -> st.SearchStrategy[list[Any]]:
+    """A list of steps where a step may be an atomic block: its body, and whether it raises
+    at the end (caught one level up)."""
+    return st.lists(
+        st.one_of(_write, st.tuples(st.just("atomic"), body, st.booleans())),
+        min_size=1,
+        max_size=8,
+    )
+
+
+# Up to three levels of atomic blocks (a block inside a block inside a block).
+_program = _block(_block(_block(st.lists(_write, min_size=1, max_size=4))))
+
+
+def _run(store: StateStore, program: list[Any]) -> list[Any]:
+    """Run ``program``; the outcome of every step (value or exception type), in order."""
+    out: list[Any] = []
+    for step in program:
+        op, *args = step
+        try:
+            if op == "atomic":
+                body, fail = args
+                with store.atomic():
+                    out.append(_run(store, body))
+                    if fail:
+                        raise _Abort
+                out.append("committed")
+            elif op in ("create_app", "put_app"):
+                app_id, version, instances = args
+                getattr(store, op)(make_app(app_id, version, instances=instances))
+            elif op == "put_task":
+                task_id, app_id, staged = args
+                store.put_task(make_task(task_id, app_id, staged_after=staged))
+            else:
+                out.append(getattr(store, op)(*args))
+        except (_Abort, AlreadyExists) as e:
+            out.append(type(e).__name__)
+    return out
+
+
+def _visible_state(store: StateStore) -> Any:
+    return (
+        store.list_apps(),
+        {a: store.list_app_versions(a) for a in _APP_IDS},
+        {(a, v): store.get_app_version(a, v) for a in _APP_IDS for v in _VERSIONS},
+        store.list_tasks(),
+        {a: store.list_tasks(a) for a in _APP_IDS},
+        {k: store.get_meta(k) for k in _KEYS},
+    )
+
+
+def _clear(store: StateStore) -> None:
+    """Remove everything a generated program can write (via the API, as a user would)."""
+    with store.atomic():
+        for app_id in _APP_IDS:
+            store.delete_app(app_id)
+        for task_id in _TASK_IDS:
+            store.delete_task(task_id)
+        for key in _KEYS:
+            store.put_meta(key, None)
+
+
+@pytest.fixture(scope="module")
+def shared_sqlite(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SqliteStore]:
+    # One file for all examples: opening (and migrating) a new file per example would cost
+    # most of this test's time budget.
+    store = SqliteStore(tmp_path_factory.mktemp("differential") / "dromos.db")
+    yield store
+    store.close()
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(program=_program)
+def test_sqlite_and_memory_stores_agree_on_random_programs(
+    shared_sqlite: SqliteStore, program: list[Any]
+) -> None:
+    _clear(shared_sqlite)
+    memory_store = MemoryStore()
+    assert _visible_state(shared_sqlite) == _visible_state(memory_store)
+    assert _run(shared_sqlite, program) == _run(memory_store, program)
+    assert _visible_state(shared_sqlite) == _visible_state(memory_store)
