@@ -6,12 +6,14 @@ from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
+from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse, PlainTextResponse
 
 from api import marathon, status
 from api.auth import AuthMiddleware
 from scheduler import __version__
 from scheduler.config import Credentials
+from scheduler.model.app import AppSpec
 from scheduler.model.validation import SpecError
 from scheduler.orchestrator import Conflict, NotFound, Orchestrator
 
@@ -67,4 +69,32 @@ def create_app(
 
     app.include_router(marathon.router)
     app.include_router(status.router)
+    app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
     return app
+
+
+def _openapi(app: FastAPI) -> dict[str, Any]:
+    """FastAPI's document, with the real app definition schema on /v2/apps bodies.
+
+    Bodies are taken as plain objects (so errors come out Marathon-shaped from parse_app);
+    this puts AppSpec's JSON schema back into the document for clients and fuzzers.
+    """
+    if app.openapi_schema:
+        return app.openapi_schema
+    doc = get_openapi(title=app.title, version=app.version, description=app.description,
+                      routes=app.routes)
+    full = AppSpec.model_json_schema(ref_template="#/components/schemas/{model}")
+    schemas = doc.setdefault("components", {}).setdefault("schemas", {})
+    schemas.update(full.pop("$defs", {}))
+    schemas["AppDefinition"] = full
+    schemas["AppUpdate"] = {k: v for k, v in full.items() if k != "required"}
+    for path, ops in doc["paths"].items():
+        if not path.startswith("/v2/apps"):
+            continue
+        for method, op in ops.items():
+            body = op.get("requestBody", {}).get("content", {}).get("application/json")
+            if body is not None:
+                name = "AppDefinition" if method == "post" else "AppUpdate"
+                body["schema"] = {"$ref": f"#/components/schemas/{name}"}
+    app.openapi_schema = doc
+    return doc

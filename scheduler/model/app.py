@@ -13,6 +13,7 @@ from pydantic import (
     Field,
     PlainSerializer,
     ValidationError,
+    WithJsonSchema,
     field_validator,
     model_validator,
 )
@@ -72,6 +73,8 @@ ConstraintField = Annotated[
     Constraint,
     BeforeValidator(_constraint),
     PlainSerializer(lambda c: c.to_json(), return_type=list[str]),
+    WithJsonSchema({"type": "array", "items": {"type": "string"}, "minItems": 2,
+                    "maxItems": 3, "description": "[field, OPERATOR, value?]"}),
 ]
 
 
@@ -171,6 +174,7 @@ class AppSpec(BaseModel):
     networks: list[dict[str, Any]] = Field(default_factory=list)
     taskRateLimit: float | None = None
     # Legacy Marathon field: a list of port numbers, same meaning as portDefinitions' ports.
+    # Marathon returns both; clients PUT both back, so portDefinitions wins when both come.
     ports: list[int] | None = None
     version: str | None = None
 
@@ -194,8 +198,6 @@ class AppSpec(BaseModel):
                              "and/or a 'container'")
         if self.cmd is not None and not self.cmd.strip():
             raise ValueError("cmd must not be empty")
-        if self.ports is not None and self.portDefinitions is not None:
-            raise ValueError("give portDefinitions or ports, not both")
         n = len(self.port_definitions)
         for i, hc in enumerate(self.healthChecks):
             if hc.protocol.kind != "COMMAND" and hc.port is None and hc.effective_port_index >= n:

@@ -19,6 +19,7 @@ from scheduler.orchestrator import Orchestrator
 from scheduler.runtimes.local import LocalRuntime
 from scheduler.store.memory import MemoryStore
 from tests.factories import make_node
+from tests.runtimes.conftest import cleanup_local_state
 
 NODES = [
     make_node("node-a", cpus=2, mem=1024, ports="32000-32009", rack="r1", zone="z1"),
@@ -32,10 +33,8 @@ def orchestrator(tmp_path: Path) -> Iterator[Orchestrator]:
     runtime = LocalRuntime(tmp_path, NODES)
     o = Orchestrator(MemoryStore(), runtime, EventBus(), FakeClock())
     yield o
-    for t in o.store.list_tasks():
-        runtime.kill(t, 0)
-    o.run_once(o.clock.now())
     runtime.close()
+    cleanup_local_state(tmp_path)
 
 
 @pytest.fixture

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import signal
@@ -16,6 +15,8 @@ from typing import Any
 
 import httpx
 import pytest
+
+from tests.runtimes.conftest import cleanup_local_state
 
 pytestmark = pytest.mark.integration
 
@@ -123,9 +124,7 @@ def server(tmp_path: Path) -> Iterator[Server]:
     srv.start()
     yield srv
     srv.stop()
-    for info in executors(srv.state).values():  # leave no process behind
-        with contextlib.suppress(ProcessLookupError, PermissionError, KeyError):
-            os.killpg(int(info["pid"]), signal.SIGKILL)
+    cleanup_local_state(srv.state)  # leave no process behind
 
 
 def healthy_tasks(srv: Server) -> list[dict[str, Any]]:
