@@ -49,9 +49,9 @@ def normalize_app_id(raw: str) -> str:
 
     Raises ``ValueError`` when a segment breaks Marathon's rules.
     """
-    if not isinstance(raw, str) or not raw.strip("/"):
+    segments = [s for s in raw.strip().split("/") if s != ""] if isinstance(raw, str) else []
+    if not segments:
         raise ValueError("id must be a non-empty path such as /prod/web")
-    segments = [s for s in raw.strip().split("/") if s != ""]
     for seg in segments:
         if seg in (".", ".."):
             raise ValueError("id must not contain '.' or '..' segments")

@@ -57,6 +57,8 @@ def test_health_check_defaults() -> None:
     [
         ({"id": "/Web", "cmd": "x"}, "/id"),
         ({"id": "/web/tasks", "cmd": "x"}, "/id"),
+        ({"id": "\r", "cmd": "x"}, "/id"),
+        ({"id": " / ", "cmd": "x"}, "/id"),
         ({"id": "/w", "cmd": "x", "instances": -1}, "/instances"),
         ({"id": "/w", "cmd": "x", "cpus": 0}, "/cpus"),
         ({"id": "/w", "cmd": "x", "upgradeStrategy": {"minimumHealthCapacity": 1.5}},
