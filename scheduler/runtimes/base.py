@@ -37,6 +37,11 @@ class LaunchSpec:
     args: tuple[str, ...] | None = None
     image: str | None = None
     kill_grace_seconds: float = 3.0
+    # Set for job runs (Chronos side): the job's name and the run id (== task_id).
+    job_name: str | None = None
+    run_id: str | None = None
+    # Backend-specific launch details, e.g. the app's ``container`` object as JSON
+    # (``{"container": {...}}``) so the Docker runtime can read portMappings and parameters.
     extra: Mapping[str, Any] = field(default_factory=dict)
 
 
@@ -78,6 +83,7 @@ def launch_spec(spec: AppSpec, task: Task) -> LaunchSpec:
         args=tuple(spec.args) if spec.args is not None else None,
         image=image,
         kill_grace_seconds=spec.kill_grace_seconds,
+        extra={"container": spec.container.model_dump(mode="json")} if spec.container else {},
     )
 
 
