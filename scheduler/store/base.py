@@ -6,6 +6,7 @@ from contextlib import AbstractContextManager
 from typing import Any, Protocol
 
 from scheduler.model.app import AppSpec
+from scheduler.model.job import JobRun, JobSpec, RunStatus
 from scheduler.model.task import Task
 
 
@@ -66,6 +67,46 @@ class StateStore(Protocol):
 
     def delete_task(self, task_id: str) -> bool:
         """False when there was no such task."""
+        ...
+
+    # ---- jobs (Chronos side) ------------------------------------------------------------
+
+    def put_job(self, job: JobSpec) -> None:
+        """Create or replace the job named ``job.name``."""
+        ...
+
+    def get_job(self, name: str) -> JobSpec | None: ...
+
+    def list_jobs(self) -> list[JobSpec]:
+        """Every job, ordered by name."""
+        ...
+
+    def delete_job(self, name: str) -> bool:
+        """Delete the job and all its runs. False when it did not exist."""
+        ...
+
+    def create_run(self, run: JobRun) -> bool:
+        """Insert ``run`` unless a run with its id exists; True when inserted.
+
+        This is what makes "an occurrence is never launched twice" hold across restarts:
+        the run id is deterministic and only the first writer wins.
+        """
+        ...
+
+    def put_run(self, run: JobRun) -> None:
+        """Insert or replace the run with ``run.id``."""
+        ...
+
+    def get_run(self, run_id: str) -> JobRun | None: ...
+
+    def list_runs(
+        self,
+        job: str | None = None,
+        statuses: frozenset[RunStatus] | None = None,
+        limit: int | None = None,
+    ) -> list[JobRun]:
+        """Runs, newest first (by ``created_at``, then id descending), optionally of one job,
+        only with the given statuses, at most ``limit``."""
         ...
 
     def get_meta(self, key: str) -> Any | None:

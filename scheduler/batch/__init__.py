@@ -1,0 +1,1 @@
+"""Chronos side: schedules, the dependency graph, the job engine, run statistics."""

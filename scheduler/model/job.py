@@ -1,0 +1,343 @@
+"""Chronos job definitions (desired state of a batch job) and job runs (observed).
+
+A job is triggered either by a ``schedule`` or by ``parents`` (exactly one of the two).
+``schedule`` is an ISO-8601 repeating interval (``R5/2026-01-01T00:00:00Z/PT1H``) or a cron
+expression written ``cron: 0 2 * * *``: one field for every time trigger, so existing Chronos
+clients, which pass ``schedule`` through as a string, carry cron jobs too.
+"""
+
+from __future__ import annotations
+
+import re
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime, timedelta
+from enum import StrEnum
+from typing import Annotated, Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+import isodate
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    PlainSerializer,
+    ValidationError,
+    WithJsonSchema,
+    field_validator,
+    model_validator,
+)
+
+from scheduler.model.constraints import Constraint, Operator, parse_constraint
+from scheduler.model.resources import Resources
+from scheduler.model.timefmt import iso, parse_iso
+from scheduler.model.validation import SpecError, errors_from_pydantic
+
+JOB_NAME = re.compile(r"^[\w.-]+$")
+CRON_PREFIX = "cron:"
+
+# Counters and timestamps Chronos returns and clients send back: accepted, ignored on writes.
+JOB_READ_ONLY_FIELDS = frozenset(
+    {"successCount", "errorCount", "lastSuccess", "lastError", "errorsSinceLastSuccess",
+     "softErrorCount"}
+)
+
+
+def _job_constraint(v: Any) -> Constraint:
+    if isinstance(v, Constraint):
+        return v
+    # Chronos's EQUALS is Marathon's IS; the other Marathon operators are accepted as well.
+    if isinstance(v, list) and len(v) >= 2 and isinstance(v[1], str) and v[1].upper() == "EQUALS":
+        v = [v[0], Operator.IS.value, *v[2:]]
+    return parse_constraint(v)
+
+
+def _job_constraint_json(c: Constraint) -> list[str]:
+    op = "EQUALS" if c.operator is Operator.IS else c.operator.value
+    return [c.field, op, *([c.value] if c.value is not None else [])]
+
+
+JobConstraint = Annotated[
+    Constraint,
+    BeforeValidator(_job_constraint),
+    PlainSerializer(_job_constraint_json, return_type=list[str]),
+    WithJsonSchema({"type": "array", "items": {"type": "string"}, "minItems": 2, "maxItems": 3,
+                    "description": "[attribute, EQUALS|LIKE|UNLIKE|<Marathon operator>, value]"}),
+]
+
+
+class EnvVar(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    name: str = Field(min_length=1)
+    value: str = ""
+
+
+class JobContainer(BaseModel):
+    model_config = ConfigDict(extra="allow", frozen=True)
+    type: str = Field(default="DOCKER", pattern="^(DOCKER|MESOS|docker|mesos)$")
+    image: str = Field(min_length=1)
+    network: str = "BRIDGE"
+    forcePullImage: bool = False
+    volumes: list[dict[str, Any]] = Field(default_factory=list)
+    parameters: list[dict[str, str]] = Field(default_factory=list)
+
+
+class MissedRunPolicy(StrEnum):
+    """What happens to occurrences that came due while Dromos was down.
+
+    ``latest`` (default): the latest missed occurrence runs once if it is at most ``epsilon``
+    late; every other missed occurrence is recorded as skipped. ``skip``: all are skipped.
+    """
+
+    LATEST = "latest"
+    SKIP = "skip"
+
+
+def _duration(text: str) -> timedelta:
+    d = isodate.parse_duration(text)
+    if not isinstance(d, timedelta):
+        # Years/months have no fixed length; epsilon and delays must.
+        raise ValueError(f"{text!r} must be a fixed duration such as PT5M (no years or months)")
+    return d
+
+
+class JobSpec(BaseModel):
+    """A validated Chronos job. Construct with :func:`parse_job`."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str = Field(min_length=1, max_length=200)
+    command: str = ""
+    shell: bool = True
+    arguments: list[str] = Field(default_factory=list)
+    schedule: str | None = None
+    scheduleTimeZone: str = ""
+    parents: list[str] | None = None
+    epsilon: str = "PT1M"
+    retries: int = Field(default=2, ge=0, le=100)
+    retryDelay: str = "PT5S"
+    missedRunPolicy: MissedRunPolicy = MissedRunPolicy.LATEST
+    disabled: bool = False
+    concurrent: bool = False
+    softError: bool = False
+    highPriority: bool = False
+    maxCompletionTime: int = Field(default=0, ge=0)
+    owner: str = ""
+    ownerName: str = ""
+    description: str = ""
+    runAsUser: str = ""
+    cpus: float = Field(default=0.1, gt=0)
+    mem: float = Field(default=128, ge=0)
+    disk: float = Field(default=256, ge=0)
+    container: JobContainer | None = None
+    environmentVariables: list[EnvVar] = Field(default_factory=list)
+    constraints: list[JobConstraint] = Field(default_factory=list)
+    uris: list[str] = Field(default_factory=list)
+    fetch: list[dict[str, Any]] = Field(default_factory=list)
+    executor: str = ""
+    executorFlags: str = ""
+    dataProcessingJobType: bool = False
+    # Chronos 2.x field; kept for clients that send it.
+    async_: bool = Field(default=False, alias="async")
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, v: str) -> str:
+        if not JOB_NAME.match(v):
+            raise ValueError("name may only hold letters, digits, '_', '.' and '-'")
+        return v
+
+    @field_validator("scheduleTimeZone")
+    @classmethod
+    def _tz(cls, v: str) -> str:
+        if v:
+            try:
+                ZoneInfo(v)
+            except (ZoneInfoNotFoundError, ValueError):
+                raise ValueError(f"unknown IANA time zone {v!r}") from None
+        return v
+
+    @field_validator("epsilon", "retryDelay")
+    @classmethod
+    def _fixed_duration(cls, v: str) -> str:
+        try:
+            d = _duration(v)
+        except (isodate.ISO8601Error, ValueError) as e:
+            raise ValueError(f"{v!r} is not an ISO-8601 duration: {e}") from None
+        if d < timedelta(0):
+            raise ValueError("must not be negative")
+        return v
+
+    @model_validator(mode="after")
+    def _trigger(self) -> JobSpec:
+        has_schedule = bool(self.schedule)
+        has_parents = bool(self.parents)
+        if has_schedule == has_parents:
+            raise ValueError("a job needs exactly one of 'schedule' or 'parents'")
+        if not self.shell and not self.command and not self.arguments and self.container is None:
+            raise ValueError("a job without a shell command needs 'arguments' or a container")
+        if self.shell and not self.command.strip() and self.container is None:
+            raise ValueError("command must not be empty")
+        if self.parents and self.name in self.parents:
+            raise ValueError("a job cannot be its own parent")
+        if self.schedule:
+            # Imported here: schedule parsing lives in batch/, which depends on this module.
+            from scheduler.batch.schedule import parse_schedule
+
+            parse_schedule(self.schedule, self.scheduleTimeZone or "UTC")
+        return self
+
+    # --- derived views -------------------------------------------------------------------
+
+    @property
+    def epsilon_delta(self) -> timedelta:
+        return _duration(self.epsilon)
+
+    @property
+    def retry_delay(self) -> timedelta:
+        return _duration(self.retryDelay)
+
+    @property
+    def time_zone(self) -> str:
+        return self.scheduleTimeZone or "UTC"
+
+    @property
+    def resources(self) -> Resources:
+        return Resources(self.cpus, self.mem, self.disk)
+
+    @property
+    def env(self) -> dict[str, str]:
+        return {e.name: e.value for e in self.environmentVariables}
+
+    def to_chronos(self) -> dict[str, Any]:
+        """The definition as Chronos returns it (read-only counters are added by the API)."""
+        out = self.model_dump(mode="json", by_alias=True, exclude_none=True)
+        out.setdefault("parents", [])
+        if out.get("schedule") is None:
+            out["schedule"] = ""
+        return out
+
+
+def parse_job(data: Any) -> JobSpec:
+    """Validate a decoded JSON job. Raises :class:`SpecError` with a detail per bad field."""
+    if not isinstance(data, dict):
+        raise SpecError("Job is not valid", [("", ["must be a JSON object"])])
+    cleaned = {k: v for k, v in data.items() if k not in JOB_READ_ONLY_FIELDS}
+    if cleaned.get("parents") == []:
+        cleaned.pop("parents")
+    if cleaned.get("schedule") == "":
+        cleaned.pop("schedule")
+    try:
+        return JobSpec.model_validate(cleaned)
+    except ValidationError as e:
+        raise SpecError("Job is not valid", errors_from_pydantic(e)) from None
+
+
+class RunStatus(StrEnum):
+    """A run's lifecycle: queued (written, not yet launched) → running → a final status."""
+
+    QUEUED = "queued"
+    RUNNING = "running"
+    SUCCESS = "success"
+    FAILED = "failed"
+    SKIPPED = "skipped"
+    KILLED = "killed"
+
+    @property
+    def final(self) -> bool:
+        return self in (RunStatus.SUCCESS, RunStatus.FAILED, RunStatus.SKIPPED, RunStatus.KILLED)
+
+
+class Trigger(StrEnum):
+    SCHEDULE = "schedule"
+    MANUAL = "manual"
+    DEPENDENCY = "dependency"
+
+
+def scheduled_run_id(job: str, scheduled_for: datetime) -> str:
+    """``etl:20261201T010000Z``: the same occurrence always gets the same id."""
+    return f"{job}:{scheduled_for.astimezone(UTC):%Y%m%dT%H%M%SZ}"
+
+
+def manual_run_id(job: str) -> str:
+    return f"{job}:manual-{uuid.uuid4()}"
+
+
+def dependency_run_id(job: str) -> str:
+    return f"{job}:dep-{uuid.uuid4()}"
+
+
+def attempt_task_id(run_id: str, attempt: int) -> str:
+    """The runtime task id of one attempt; a task id runs at most once, so retries differ."""
+    return run_id if attempt == 0 else f"{run_id}.retry{attempt}"
+
+
+@dataclass(frozen=True)
+class JobRun:
+    """One run of a job (all its attempts). Persisted *before* anything is launched.
+
+    ``scheduled_for`` is the occurrence a scheduled run belongs to (``None`` for manual and
+    dependency runs). ``attempt`` counts retries (0 = first try); ``task_id`` is the current
+    attempt's runtime id. ``not_before`` holds a retry back until its delay has passed.
+    """
+
+    id: str
+    job: str
+    trigger: Trigger
+    status: RunStatus
+    created_at: datetime
+    scheduled_for: datetime | None = None
+    attempt: int = 0
+    task_id: str | None = None
+    host: str | None = None
+    handle: Mapping[str, Any] | None = None
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+    exit_code: int | None = None
+    message: str = ""
+    not_before: datetime | None = None
+    kill_requested_at: datetime | None = None
+
+    def with_(self, **changes: Any) -> JobRun:
+        return replace(self, **changes)
+
+    @property
+    def duration_seconds(self) -> float | None:
+        if self.started_at is None or self.finished_at is None:
+            return None
+        return (self.finished_at - self.started_at).total_seconds()
+
+    def to_json(self) -> dict[str, Any]:
+        def ts(d: datetime | None) -> str | None:
+            return iso(d) if d else None
+
+        return {
+            "id": self.id, "job": self.job, "trigger": self.trigger.value,
+            "status": self.status.value, "created_at": ts(self.created_at),
+            "scheduled_for": ts(self.scheduled_for), "attempt": self.attempt,
+            "task_id": self.task_id, "host": self.host,
+            "handle": dict(self.handle) if self.handle else None,
+            "started_at": ts(self.started_at), "finished_at": ts(self.finished_at),
+            "exit_code": self.exit_code, "message": self.message,
+            "not_before": ts(self.not_before), "kill_requested_at": ts(self.kill_requested_at),
+        }
+
+    @staticmethod
+    def from_json(d: Mapping[str, Any]) -> JobRun:
+        def ts(key: str) -> datetime | None:
+            v = d.get(key)
+            return parse_iso(v) if v else None
+
+        created = ts("created_at")
+        assert created is not None
+        return JobRun(
+            id=d["id"], job=d["job"], trigger=Trigger(d["trigger"]),
+            status=RunStatus(d["status"]), created_at=created,
+            scheduled_for=ts("scheduled_for"), attempt=int(d.get("attempt", 0)),
+            task_id=d.get("task_id"), host=d.get("host"), handle=d.get("handle"),
+            started_at=ts("started_at"), finished_at=ts("finished_at"),
+            exit_code=d.get("exit_code"), message=d.get("message", ""),
+            not_before=ts("not_before"), kill_requested_at=ts("kill_requested_at"),
+        )
