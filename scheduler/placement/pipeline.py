@@ -1,0 +1,228 @@
+"""The placement pipeline: feasibility → ranking → selection, in one place, in order.
+
+Stages, cheapest first (each one a checker from :mod:`.checkers`, one boolean per node):
+
+1. cpus   — ``InsufficientCpus``    one vector comparison
+2. mem    — ``InsufficientMemory``  one vector comparison
+3. disk   — ``InsufficientDisk``    one vector comparison
+4. gpus   — ``InsufficientGpus``    one vector comparison
+5. ports  — ``InsufficientPorts``   free-port count, plus one live mask per fixed port
+6. one stage per constraint, in the request's order — ``UnfulfilledConstraint``, detail
+   ``Constraint.describe()``. Static operators (IS, LIKE, UNLIKE, CLUSTER value) read cached
+   masks; counting ones (UNIQUE, MAX_PER, GROUP_BY, CLUSTER without value) read per-value
+   task counts of the app and gather them to nodes with one ``take``.
+
+Then the ranker (:mod:`.rankers`) scores the feasible nodes and the best one wins.
+
+Success never builds the funnel: it ANDs only the stages that can reject anything and ranks.
+Only a failure (or :meth:`Placer.explain`) evaluates every stage separately to say *why*.
+Both paths use the same masks, so the funnel always agrees with what placement did.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from scheduler.model.resources import Resources
+
+from .checkers import BoolArray, Checker, ClusterState, FloatArray, checkers_for, resource_vector
+from .plan import (
+    ClusterSnapshot,
+    PlacedTask,
+    Placement,
+    PlacementRequest,
+    Rejection,
+    RejectionSummary,
+    StageCount,
+    Strategy,
+)
+from .rankers import ranker_for
+
+# Compiled requests kept per Placer. A Placer lives for one reconcile pass and sees a few
+# distinct requests per app; the bound only protects against a caller that never repeats.
+_PLAN_CACHE_SIZE = 4096
+
+
+@dataclass(frozen=True)
+class _Plan:
+    """One request compiled against one Placer.
+
+    ``stages`` is the full funnel. ``fast`` holds the non-GROUP_BY stages that can reject
+    something in this state (a zero request on a dimension no node overcommits cannot), and
+    ``group_by`` the GROUP_BY stages, which need the other stages' result first.
+    """
+
+    request: PlacementRequest
+    need: FloatArray
+    stages: tuple[Checker, ...]
+    fast: tuple[Checker, ...]
+    group_by: tuple[Checker, ...]
+
+
+def placed_task(request: PlacementRequest, placement: Placement) -> PlacedTask:
+    """The task a successful placement of ``request`` holds (what :meth:`Placer.release`
+    takes back)."""
+    return PlacedTask(
+        app_id=request.app_id,
+        host=placement.host,
+        resources=request.resources,
+        ports=placement.ports,
+    )
+
+
+class Placer:
+    """Built from one :class:`ClusterSnapshot`; owns a private mutable view of free resources.
+
+    Every successful :meth:`place` reserves the task's resources and ports on its node and
+    records the task (app, node), so later constraint checks of the same Placer see it.
+    Constraint counting only ever looks at tasks of the request's own ``app_id`` (snapshot
+    tasks plus tasks placed by this Placer). Snapshot tasks on hosts that are not snapshot
+    nodes are ignored. Deterministic: the same snapshot and the same calls give the same
+    answers (no clocks, no randomness, ties broken by hostname).
+
+    Raises ``ValueError`` when the snapshot lists a hostname twice.
+    """
+
+    def __init__(self, snapshot: ClusterSnapshot, strategy: Strategy = Strategy.BINPACK) -> None:
+        self._state = ClusterState(snapshot)
+        self._ranker = ranker_for(strategy)
+        self._plans: dict[PlacementRequest, _Plan] = {}
+
+    # --- public API ----------------------------------------------------------------------
+
+    def place(self, request: PlacementRequest) -> Placement | RejectionSummary:
+        """Place one task of ``request``.
+
+        Success: the chosen node and its host ports (one per slot of ``request.ports``, in
+        slot order), with resources, ports and the task recorded in this Placer. Failure: a
+        :class:`RejectionSummary` with one stage per checker in pipeline order; nothing is
+        recorded.
+        """
+        return self._place(self._plan(request))
+
+    def place_many(
+        self, request: PlacementRequest, count: int
+    ) -> tuple[list[Placement], RejectionSummary | None]:
+        """Place up to ``count`` tasks of ``request``, one after the other (each one sees the
+        previous ones). Stops at the first failure and returns its summary; the summary is
+        ``None`` exactly when all ``count`` were placed. ``count`` < 0 raises ``ValueError``.
+        """
+        if count < 0:
+            raise ValueError(f"count must be >= 0, got {count}")
+        plan = self._plan(request)
+        placed: list[Placement] = []
+        for _ in range(count):
+            result = self._place(plan)
+            if isinstance(result, RejectionSummary):
+                return placed, result
+            placed.append(result)
+        return placed, None
+
+    def release(self, task: PlacedTask) -> None:
+        """Give back what ``task`` holds: its resources, its ports, and its place in the app's
+        constraint counts (for a kill planned in the same pass).
+
+        A task on a host that is not in the snapshot held nothing here: no-op. Raises
+        ``ValueError`` when no task of ``task.app_id`` is recorded on ``task.host``.
+        """
+        i = self._state.index.get(task.host)
+        if i is None:
+            return
+        self._state.unreserve(i, task.app_id, task.resources, task.ports)
+
+    def explain(self, request: PlacementRequest) -> list[Rejection]:
+        """For every node that cannot take ``request`` now, the first stage that rejects it,
+        in hostname order. Feasible nodes are not listed. Changes nothing."""
+        plan = self._plan(request)
+        masks = self._stage_masks(plan)
+        hostnames = self._state.hostnames
+        out: list[tuple[int, Rejection]] = []
+        alive = np.ones(self._state.n, dtype=np.bool_)
+        for stage, m in zip(plan.stages, masks, strict=True):
+            for i in np.flatnonzero(alive & ~m).tolist():
+                out.append((i, Rejection(hostnames[i], stage.reason, stage.detail)))
+            alive &= m
+        out.sort(key=lambda pair: pair[0])
+        return [r for _, r in out]
+
+    def free(self, host: str) -> Resources:
+        """What is unreserved on ``host`` now (negative where the snapshot overcommits it).
+        Raises ``KeyError`` for a host that is not in the snapshot."""
+        f = self._state.free[:, self._state.index[host]]
+        return Resources(float(f[0]), float(f[1]), float(f[2]), float(f[3]))
+
+    # --- internals -----------------------------------------------------------------------
+
+    def _plan(self, request: PlacementRequest) -> _Plan:
+        plan = self._plans.get(request)
+        if plan is not None:
+            return plan
+        stages = checkers_for(request)
+        plan = _Plan(
+            request=request,
+            need=resource_vector(request.resources),
+            stages=stages,
+            fast=tuple(
+                s for s in stages if not s.needs_others and not s.trivial(self._state)
+            ),
+            group_by=tuple(s for s in stages if s.needs_others),
+        )
+        if len(self._plans) >= _PLAN_CACHE_SIZE:
+            self._plans.clear()
+        self._plans[request] = plan
+        return plan
+
+    def _place(self, plan: _Plan) -> Placement | RejectionSummary:
+        state = self._state
+        chosen = self._ranker.select(state, plan.need, self._feasible(plan))
+        if chosen is None:
+            return self._summary(plan)
+        request = plan.request
+        ports = state.choose_ports(chosen, request.ports)
+        state.reserve(chosen, request.app_id, request.resources, ports)
+        return Placement(host=state.hostnames[chosen], ports=ports)
+
+    def _feasible(self, plan: _Plan) -> BoolArray:
+        """Nodes passing every stage. Masks from checkers may be cached or live, so they are
+        combined into new arrays, never modified in place."""
+        state = self._state
+        app_id = plan.request.app_id
+        ok: BoolArray | None = None
+        for stage in plan.fast:
+            m = stage.mask(state, app_id, None)
+            ok = m if ok is None else ok & m
+        if ok is None:
+            ok = np.ones(state.n, dtype=np.bool_)
+        others = ok
+        for stage in plan.group_by:
+            ok = ok & stage.mask(state, app_id, others)
+        return ok
+
+    def _stage_masks(self, plan: _Plan) -> list[BoolArray]:
+        """Every stage's own mask, in funnel order (GROUP_BY sees the AND of the rest)."""
+        state = self._state
+        app_id = plan.request.app_id
+        masks: list[BoolArray | None] = [None] * len(plan.stages)
+        others = np.ones(state.n, dtype=np.bool_)
+        for k, stage in enumerate(plan.stages):
+            if not stage.needs_others:
+                m = stage.mask(state, app_id, None)
+                masks[k] = m
+                others = others & m
+        for k, stage in enumerate(plan.stages):
+            if stage.needs_others:
+                masks[k] = stage.mask(state, app_id, others)
+        return [m for m in masks if m is not None]
+
+    def _summary(self, plan: _Plan) -> RejectionSummary:
+        """The funnel: each stage processes the nodes that passed all earlier ones."""
+        alive = np.ones(self._state.n, dtype=np.bool_)
+        counts: list[StageCount] = []
+        for stage, m in zip(plan.stages, self._stage_masks(plan), strict=True):
+            processed = int(np.count_nonzero(alive))
+            alive &= m
+            declined = processed - int(np.count_nonzero(alive))
+            counts.append(StageCount(stage.reason, stage.detail, processed, declined))
+        return RejectionSummary(nodes=self._state.n, stages=tuple(counts))
