@@ -1,25 +1,39 @@
 """An in-process :class:`~scheduler.store.base.StateStore` for tests and throwaway runs.
 
-It is also the reference for how every store encodes what it keeps: the helpers at the top
-(``encode_app``/``decode_app``, ``encode_task``/``decode_task``, ``encode_meta``/
-``decode_meta`` and ``version_sort_key``) are shared with the SQLite store so that both
-return identical values and order versions identically.
+How it encodes what it keeps is shared with the SQLite store and lives in
+:mod:`scheduler.store.codec`; the helpers are re-exported here for older imports.
 """
 
 from __future__ import annotations
 
-import json
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import UTC
-from typing import Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
-from scheduler.model.app import AppSpec, parse_app
+from scheduler.model.app import AppSpec
+from scheduler.model.job import JobRun, JobSpec, RunStatus
 from scheduler.model.task import Task
-from scheduler.model.timefmt import parse_iso
-from scheduler.store.base import AlreadyExists
+from scheduler.store.base import AlreadyExists, StateStore
+from scheduler.store.codec import (
+    check_limit,
+    decode_app,
+    decode_job,
+    decode_meta,
+    decode_run,
+    decode_task,
+    encode_app,
+    encode_job,
+    encode_meta,
+    encode_run,
+    encode_task,
+    require_version,
+    run_created_key,
+    statuses_filter,
+    task_sort_key,
+    version_sort_key,
+)
 
 __all__ = [
     "MemoryStore",
@@ -40,76 +54,16 @@ class StoreClosed(RuntimeError):
     """A store method was called after :meth:`close`."""
 
 
-# --- encoding shared by every store ----------------------------------------------------------
-# Stores keep *text*, never live objects: pydantic's ``frozen`` does not freeze the dicts and
-# lists inside a spec (``env``, ``labels``...) nor ``Task.handle``, so handing out or keeping a
-# reference would let a caller change stored state without a write. Decoding on every read
-# gives each caller its own copy, and makes the memory store lose exactly what SQLite loses
-# (e.g. sub-millisecond timestamps in tasks).
-
-
-def require_version(spec: AppSpec) -> str:
-    """``spec.version``, or ``ValueError`` when it is ``None`` (a store cannot key it)."""
-    if spec.version is None:
-        raise ValueError(f"app {spec.id} has no version; the server must set one before storing")
-    return spec.version
-
-
-def encode_app(spec: AppSpec) -> str:
-    """The spec as JSON text of ``spec.model_dump(mode="json")``."""
-    return json.dumps(spec.model_dump(mode="json"), separators=(",", ":"))
-
-
-def decode_app(text: str) -> AppSpec:
-    """Inverse of :func:`encode_app`; the stored ``version`` is kept."""
-    return parse_app(json.loads(text), keep_version=True)
-
-
-def encode_task(task: Task) -> str:
-    """The task as JSON text of :meth:`Task.to_json` (timestamps at millisecond precision)."""
-    return json.dumps(task.to_json(), separators=(",", ":"))
-
-
-def decode_task(text: str) -> Task:
-    """Inverse of :func:`encode_task`."""
-    return Task.from_json(json.loads(text))
-
-
-def encode_meta(value: Any) -> str:
-    """Strict JSON text of ``value``.
-
-    Raises ``TypeError`` for values JSON cannot hold and ``ValueError`` for NaN/infinity
-    (which ``json`` would otherwise write as non-standard tokens other readers reject).
-    """
-    return json.dumps(value, separators=(",", ":"), allow_nan=False)
-
-
-def decode_meta(text: str) -> Any:
-    """Inverse of :func:`encode_meta`."""
-    return json.loads(text)
-
-
-def version_sort_key(version: str) -> str:
-    """A text key whose order is the versions' age: larger is newer.
-
-    Versions are ISO-8601 timestamps (the server writes ``2026-01-01T00:00:00.000Z``); they are
-    compared as instants, so offsets and precision do not matter. A version that is not a
-    timestamp is compared by its text.
-    """
-    try:
-        instant = parse_iso(version)
-    except ValueError:
-        return version
-    # Fixed width, zero-padded year: lexicographic order equals chronological order.
-    return instant.astimezone(UTC).replace(tzinfo=None).isoformat(timespec="microseconds")
-
-
-def task_sort_key(task: Task) -> tuple[str, str]:
-    """``list_tasks`` order: ``staged_at``, then id (ms-precision UTC text sorts by time)."""
-    return (task.to_json()["staged_at"], task.id)
-
-
 # --- the store ---------------------------------------------------------------------------------
+
+
+class _RunRow(NamedTuple):
+    """A stored run: its encoded body and the columns ``list_runs`` filters and sorts by."""
+
+    job: str
+    created_key: str  # run_created_key(created_at)
+    status: str
+    body: str
 
 
 @dataclass
@@ -119,6 +73,8 @@ class _State:
     apps: dict[str, str] = field(default_factory=dict)  # app id -> current spec
     versions: dict[str, dict[str, str]] = field(default_factory=dict)  # id -> version -> spec
     tasks: dict[str, str] = field(default_factory=dict)  # task id -> task
+    jobs: dict[str, str] = field(default_factory=dict)  # job name -> spec
+    runs: dict[str, _RunRow] = field(default_factory=dict)  # run id -> run
     meta: dict[str, str] = field(default_factory=dict)  # key -> JSON value
 
     def copy(self) -> _State:
@@ -126,6 +82,8 @@ class _State:
             apps=dict(self.apps),
             versions={k: dict(v) for k, v in self.versions.items()},
             tasks=dict(self.tasks),
+            jobs=dict(self.jobs),
+            runs=dict(self.runs),
             meta=dict(self.meta),
         )
 
@@ -141,6 +99,8 @@ class MemoryStore:
       whether anything is kept.
     - Values are copied in and out, so mutating a returned or a passed-in object never changes
       stored state.
+    - A run belongs to a stored job: ``create_run``/``put_run`` raise ``KeyError`` for an
+      unknown job, and ``delete_job`` deletes the job's runs (as SQLite's foreign key does).
     - After :meth:`close` every method raises :class:`StoreClosed`.
     """
 
@@ -265,6 +225,105 @@ class MemoryStore:
             self._check_open()
             return self._state.tasks.pop(task_id, None) is not None
 
+    # --- jobs ------------------------------------------------------------------------------
+
+    def put_job(self, job: JobSpec) -> None:
+        """Create or replace the job named ``job.name``; replacing keeps its runs.
+
+        ``ValueError`` when the spec holds a value strict JSON cannot (e.g. an infinite
+        ``cpus``); nothing is stored.
+        """
+        text = encode_job(job)
+        with self._lock:
+            self._check_open()
+            self._state.jobs[job.name] = text
+
+    def get_job(self, name: str) -> JobSpec | None:
+        """The job; ``None`` when unknown."""
+        with self._lock:
+            self._check_open()
+            text = self._state.jobs.get(name)
+        return None if text is None else decode_job(text)
+
+    def list_jobs(self) -> list[JobSpec]:
+        """Every job, ordered by name."""
+        with self._lock:
+            self._check_open()
+            texts = [self._state.jobs[k] for k in sorted(self._state.jobs)]
+        return [decode_job(t) for t in texts]
+
+    def delete_job(self, name: str) -> bool:
+        """Delete the job and all its runs. False when it did not exist."""
+        with self._lock:
+            self._check_open()
+            if self._state.jobs.pop(name, None) is None:
+                return False
+            runs = self._state.runs
+            for run_id in [k for k, row in runs.items() if row.job == name]:
+                del runs[run_id]
+            return True
+
+    # --- runs ------------------------------------------------------------------------------
+
+    def create_run(self, run: JobRun) -> bool:
+        """Insert ``run`` unless a run with its id exists; True when inserted.
+
+        ``KeyError`` when ``run.job`` is not a stored job (whether or not the id exists).
+        """
+        row = _run_row(run)
+        with self._lock:
+            self._check_open()
+            self._require_job(run.job)
+            if run.id in self._state.runs:
+                return False
+            self._state.runs[run.id] = row
+            return True
+
+    def put_run(self, run: JobRun) -> None:
+        """Insert or replace the run with ``run.id``. ``KeyError`` for an unknown job."""
+        row = _run_row(run)
+        with self._lock:
+            self._check_open()
+            self._require_job(run.job)
+            self._state.runs[run.id] = row
+
+    def get_run(self, run_id: str) -> JobRun | None:
+        """The run; ``None`` when unknown."""
+        with self._lock:
+            self._check_open()
+            row = self._state.runs.get(run_id)
+        return None if row is None else decode_run(row.body)
+
+    def list_runs(
+        self,
+        job: str | None = None,
+        statuses: frozenset[RunStatus] | None = None,
+        limit: int | None = None,
+    ) -> list[JobRun]:
+        """Runs, newest first (by ``created_at``, then id descending), optionally of one job,
+        only with the given statuses, at most ``limit``.
+
+        An empty ``statuses`` matches nothing; ``ValueError`` for a negative ``limit``.
+        """
+        wanted = statuses_filter(statuses)
+        check_limit(limit)
+        with self._lock:
+            self._check_open()
+            rows = [
+                (row.created_key, run_id, row.body)
+                for run_id, row in self._state.runs.items()
+                if (job is None or row.job == job)
+                and (wanted is None or row.status in wanted)
+            ]
+        rows.sort(reverse=True)
+        if limit is not None:
+            rows = rows[:limit]
+        return [decode_run(body) for _, _, body in rows]
+
+    def _require_job(self, name: str) -> None:
+        if name not in self._state.jobs:
+            raise KeyError(f"no job named {name!r}")
+
     # --- meta ------------------------------------------------------------------------------
 
     def get_meta(self, key: str) -> Any | None:
@@ -298,3 +357,14 @@ class MemoryStore:
     def _check_open(self) -> None:
         if self._closed:
             raise StoreClosed("the store is closed")
+
+
+def _run_row(run: JobRun) -> _RunRow:
+    body = encode_run(run)
+    return _RunRow(run.job, run_created_key(run.created_at), run.status.value, body)
+
+
+if TYPE_CHECKING:
+    # mypy checks here that the class still implements the whole protocol.
+    def _implements_protocol(store: MemoryStore) -> StateStore:
+        return store

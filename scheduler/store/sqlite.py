@@ -22,8 +22,20 @@ Schema version 1::
 
 ``spec`` is JSON of ``AppSpec.model_dump(mode="json")``, ``body`` of ``Task.to_json()``,
 ``value`` the JSON meta value; ``sort_key`` orders versions (see
-:func:`~scheduler.store.memory.version_sort_key`) and ``staged_at`` is the task's
+:func:`~scheduler.store.codec.version_sort_key`) and ``staged_at`` is the task's
 millisecond-precision UTC text, which sorts chronologically.
+
+Schema version 2 adds Chronos jobs and their runs::
+
+    jobs  (name TEXT PRIMARY KEY, spec TEXT)
+    runs  (id TEXT PRIMARY KEY, job TEXT REFERENCES jobs(name) ON DELETE CASCADE,
+           created_at_key TEXT, status TEXT, body TEXT)
+
+``spec`` is JSON of ``JobSpec.model_dump(mode="json", by_alias=True)``, ``body`` of
+``JobRun.to_json()``; ``created_at_key`` is :func:`~scheduler.store.codec.run_created_key`
+(fixed-width UTC text, sorts chronologically) and ``status`` the ``RunStatus`` value. Runs are
+indexed by (job, created_at_key DESC, id DESC) for a job's history and by (status, job,
+created_at_key DESC, id DESC) for the engine's every-pass "runs that are not final" queries.
 """
 
 from __future__ import annotations
@@ -33,22 +45,30 @@ import threading
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from scheduler.model.app import AppSpec
+from scheduler.model.job import JobRun, JobSpec, RunStatus
 from scheduler.model.task import Task
-from scheduler.store.base import AlreadyExists
-from scheduler.store.memory import (
-    StoreClosed,
+from scheduler.store.base import AlreadyExists, StateStore
+from scheduler.store.codec import (
+    check_limit,
     decode_app,
+    decode_job,
     decode_meta,
+    decode_run,
     decode_task,
     encode_app,
+    encode_job,
     encode_meta,
+    encode_run,
     encode_task,
     require_version,
+    run_created_key,
+    statuses_filter,
     version_sort_key,
 )
+from scheduler.store.memory import StoreClosed
 
 __all__ = [
     "MIGRATIONS",
@@ -98,6 +118,29 @@ MIGRATIONS: tuple[Migration, ...] = (
             value TEXT NOT NULL
         )
         """,
+    ),
+    # 2: Chronos jobs and their runs.
+    (
+        """
+        CREATE TABLE jobs (
+            name TEXT PRIMARY KEY,
+            spec TEXT NOT NULL
+        )
+        """,
+        """
+        CREATE TABLE runs (
+            id             TEXT PRIMARY KEY,
+            job            TEXT NOT NULL REFERENCES jobs(name) ON DELETE CASCADE,
+            created_at_key TEXT NOT NULL,
+            status         TEXT NOT NULL,
+            body           TEXT NOT NULL
+        )
+        """,
+        # A job's history, newest first; also the index the cascade from jobs uses.
+        "CREATE INDEX runs_by_job ON runs (job, created_at_key DESC, id DESC)",
+        # The engine's every-pass queries for runs that are not final (a few among many), of
+        # every job or of one: see SqliteStore.list_runs.
+        "CREATE INDEX runs_by_status ON runs (status, job, created_at_key DESC, id DESC)",
     ),
 )
 
@@ -176,6 +219,8 @@ class SqliteStore:
       thread that uses the store.
     - ``atomic()`` nests as savepoints: an inner block that raises undoes only its own writes
       (the outer block may catch the exception and go on); the outermost block commits.
+    - A run belongs to a stored job: ``create_run``/``put_run`` raise ``KeyError`` for an
+      unknown job, and ``delete_job`` deletes the job's runs (``ON DELETE CASCADE``).
     - After :meth:`close` every method raises :class:`StoreClosed`.
     """
 
@@ -371,6 +416,119 @@ class SqliteStore:
             cur = self._conn.execute("DELETE FROM tasks WHERE id = ?", (task_id,))
             return cur.rowcount > 0
 
+    # --- jobs ------------------------------------------------------------------------------
+
+    def put_job(self, job: JobSpec) -> None:
+        """Create or replace the job named ``job.name``; replacing keeps its runs.
+
+        ``ValueError`` when the spec holds a value strict JSON cannot (e.g. an infinite
+        ``cpus``); nothing is stored.
+        """
+        text = encode_job(job)
+        with self.atomic():
+            # An upsert, not INSERT OR REPLACE: REPLACE deletes the row, cascading to its runs.
+            self._conn.execute(
+                "INSERT INTO jobs (name, spec) VALUES (?, ?) "
+                "ON CONFLICT (name) DO UPDATE SET spec = excluded.spec",
+                (job.name, text),
+            )
+
+    def get_job(self, name: str) -> JobSpec | None:
+        """The job; ``None`` when unknown."""
+        rows = self._read("SELECT spec FROM jobs WHERE name = ?", (name,))
+        return decode_job(rows[0][0]) if rows else None
+
+    def list_jobs(self) -> list[JobSpec]:
+        """Every job, ordered by name."""
+        rows = self._read("SELECT spec FROM jobs ORDER BY name")
+        return [decode_job(r[0]) for r in rows]
+
+    def delete_job(self, name: str) -> bool:
+        """Delete the job and all its runs. False when it did not exist."""
+        with self.atomic():
+            # Runs go by ON DELETE CASCADE (foreign_keys is on for this connection).
+            cur = self._conn.execute("DELETE FROM jobs WHERE name = ?", (name,))
+            return cur.rowcount > 0
+
+    # --- runs ------------------------------------------------------------------------------
+
+    def create_run(self, run: JobRun) -> bool:
+        """Insert ``run`` unless a run with its id exists; True when inserted.
+
+        ``KeyError`` when ``run.job`` is not a stored job (whether or not the id exists).
+        """
+        params = _run_params(run)
+        with self.atomic():
+            self._require_job(run.job)
+            self._conn.execute(
+                "INSERT OR IGNORE INTO runs (id, job, created_at_key, status, body) "
+                "VALUES (?, ?, ?, ?, ?)",
+                params,
+            )
+            return int(self._conn.execute("SELECT changes()").fetchone()[0]) > 0
+
+    def put_run(self, run: JobRun) -> None:
+        """Insert or replace the run with ``run.id``. ``KeyError`` for an unknown job."""
+        params = _run_params(run)
+        with self.atomic():
+            self._require_job(run.job)
+            self._conn.execute(
+                "INSERT INTO runs (id, job, created_at_key, status, body) VALUES (?, ?, ?, ?, ?) "
+                "ON CONFLICT (id) DO UPDATE SET job = excluded.job, "
+                "created_at_key = excluded.created_at_key, status = excluded.status, "
+                "body = excluded.body",
+                params,
+            )
+
+    def get_run(self, run_id: str) -> JobRun | None:
+        """The run; ``None`` when unknown."""
+        rows = self._read("SELECT body FROM runs WHERE id = ?", (run_id,))
+        return decode_run(rows[0][0]) if rows else None
+
+    def list_runs(
+        self,
+        job: str | None = None,
+        statuses: frozenset[RunStatus] | None = None,
+        limit: int | None = None,
+    ) -> list[JobRun]:
+        """Runs, newest first (by ``created_at``, then id descending), optionally of one job,
+        only with the given statuses, at most ``limit``.
+
+        An empty ``statuses`` matches nothing; ``ValueError`` for a negative ``limit``.
+        """
+        wanted = statuses_filter(statuses)
+        check_limit(limit)
+        where: list[str] = []
+        params: list[Any] = []
+        if job is not None:
+            where.append("job = ?")
+            params.append(job)
+        if wanted is not None:
+            # An empty list is valid SQLite (``IN ()`` matches nothing).
+            where.append(f"status IN ({', '.join('?' * len(wanted))})")
+            params.extend(wanted)
+        sql = "SELECT body FROM runs"
+        if wanted and not any(RunStatus(v).final for v in wanted):
+            # Runs that are not final are few, however long the history: look them up by
+            # status (and job). Without statistics SQLite would rather walk runs_by_job, whose
+            # order spares a sort, through the job's whole history when several statuses are
+            # asked for.
+            sql += " INDEXED BY runs_by_status"
+        if where:
+            sql += " WHERE " + " AND ".join(where)
+        sql += " ORDER BY created_at_key DESC, id DESC"
+        if limit is not None:
+            sql += " LIMIT ?"
+            params.append(limit)
+        rows = self._read(sql, params)
+        return [decode_run(r[0]) for r in rows]
+
+    def _require_job(self, name: str) -> None:
+        # Checked explicitly (rather than left to the foreign key) so that an unknown job is a
+        # KeyError whether or not the run id exists, exactly as in the memory store.
+        if self._conn.execute("SELECT 1 FROM jobs WHERE name = ?", (name,)).fetchone() is None:
+            raise KeyError(f"no job named {name!r}")
+
     # --- meta ------------------------------------------------------------------------------
 
     def get_meta(self, key: str) -> Any | None:
@@ -407,3 +565,15 @@ class SqliteStore:
     def _check_open(self) -> None:
         if self._closed:
             raise StoreClosed(f"the store at {self._path} is closed")
+
+
+def _run_params(run: JobRun) -> tuple[str, str, str, str, str]:
+    """The ``runs`` row of ``run``: id, job, created_at_key, status, body."""
+    body = encode_run(run)
+    return (run.id, run.job, run_created_key(run.created_at), run.status.value, body)
+
+
+if TYPE_CHECKING:
+    # mypy checks here that the class still implements the whole protocol.
+    def _implements_protocol(store: SqliteStore) -> StateStore:
+        return store

@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 
 from scheduler.model.app import AppSpec, parse_app
+from scheduler.model.job import JobRun, JobSpec, RunStatus, Trigger, parse_job
 from scheduler.model.task import Task, TaskState
 from scheduler.store.base import StateStore
 from scheduler.store.memory import MemoryStore
@@ -92,3 +93,65 @@ def make_task(
         staged_at=T0 + timedelta(seconds=staged_after),
     )
     return task.with_(**changes) if changes else task
+
+
+def make_job(name: str = "etl", **fields: Any) -> JobSpec:
+    """A valid dependency job (parent ``root``); extra fields are Chronos JSON fields."""
+    data: dict[str, Any] = {"name": name, "command": "echo hi", "parents": ["root"], **fields}
+    return parse_job(data)
+
+
+def make_scheduled_job(
+    name: str = "nightly",
+    schedule: str = "R/2026-01-01T00:00:00Z/PT1H",
+    tz: str = "",
+    **fields: Any,
+) -> JobSpec:
+    """A valid time-triggered job."""
+    data: dict[str, Any] = {"name": name, "command": "echo hi", "schedule": schedule,
+                            "scheduleTimeZone": tz, **fields}
+    return parse_job(data)
+
+
+def make_rich_job(name: str = "etl") -> JobSpec:
+    """A job using nested and aliased fields (env, constraints, container, async...)."""
+    return make_job(
+        name,
+        command="python -m etl --day $DAY",
+        parents=["extract", "load"],
+        epsilon="PT5M",
+        retries=5,
+        retryDelay="PT30S",
+        missedRunPolicy="skip",
+        concurrent=True,
+        owner="data@example.com",
+        description="nightly \u00e9tl \u2603",
+        cpus=0.5,
+        mem=512.5,
+        disk=1024,
+        container={"type": "DOCKER", "image": "etl:1", "volumes": [{"hostPath": "/d"}],
+                   "extraField": {"kept": [1, 2]}},
+        environmentVariables=[{"name": "DAY", "value": "mon"}, {"name": "EMPTY"}],
+        constraints=[["rack", "EQUALS", "r1"], ["hostname", "UNIQUE"]],
+        uris=["https://example.com/a.tgz"],
+        fetch=[{"uri": "https://example.com/b", "extract": True}],
+        **{"async": True},
+    )
+
+
+def make_run(
+    run_id: str = "etl:1",
+    job: str = "etl",
+    created_after: float = 0.0,
+    status: RunStatus = RunStatus.QUEUED,
+    **changes: Any,
+) -> JobRun:
+    """A run of ``job`` created ``created_after`` seconds after T0 (millisecond precision)."""
+    run = JobRun(
+        id=run_id,
+        job=job,
+        trigger=Trigger.MANUAL,
+        status=status,
+        created_at=T0 + timedelta(seconds=created_after),
+    )
+    return run.with_(**changes) if changes else run

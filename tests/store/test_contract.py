@@ -7,14 +7,25 @@ implementations; nothing here may depend on which one it gets.
 from __future__ import annotations
 
 import threading
-from datetime import timedelta
+from datetime import UTC, timedelta, timezone
 from typing import Any
 
 import pytest
 
+from scheduler.model.job import JobRun, RunStatus, Trigger, scheduled_run_id
 from scheduler.model.task import TaskState
 from scheduler.store.base import AlreadyExists, StateStore
-from tests.store.conftest import T0, make_app, make_rich_app, make_task, version_at
+from tests.store.conftest import (
+    T0,
+    make_app,
+    make_job,
+    make_rich_app,
+    make_rich_job,
+    make_run,
+    make_scheduled_job,
+    make_task,
+    version_at,
+)
 
 
 class Boom(Exception):
@@ -328,12 +339,324 @@ def test_callers_cannot_change_stored_meta_by_mutating_objects(store: StateStore
     assert store.get_meta("k") == {"list": [1]}
 
 
+# --- jobs ----------------------------------------------------------------------------------
+
+
+def test_unknown_jobs_and_runs_read_as_none_and_empty(store: StateStore) -> None:
+    assert store.get_job("etl") is None
+    assert store.list_jobs() == []
+    assert store.get_run("etl:1") is None
+    assert store.list_runs() == []
+    assert store.list_runs("etl") == []
+    assert store.delete_job("etl") is False
+
+
+@pytest.mark.parametrize("factory", [make_job, make_rich_job], ids=["minimal", "rich"])
+def test_put_job_round_trips_every_field(store: StateStore, factory: Any) -> None:
+    job = factory("etl")
+    store.put_job(job)
+    assert store.get_job("etl") == job
+    assert store.list_jobs() == [job]
+    got = store.get_job("etl")
+    assert got is not None and got.to_chronos() == job.to_chronos()
+
+
+@pytest.mark.parametrize(
+    "schedule, tz",
+    [
+        ("R/2026-01-01T00:00:00Z/PT1H", ""),
+        ("R5/2026-03-29T02:30:00/P1D", "Europe/Berlin"),  # wall clock in the job's zone
+        ("cron: 0 2 * * 1-5", "America/New_York"),
+    ],
+)
+def test_scheduled_jobs_round_trip(store: StateStore, schedule: str, tz: str) -> None:
+    job = make_scheduled_job("nightly", schedule, tz, epsilon="PT10M")
+    store.put_job(job)
+    got = store.get_job("nightly")
+    assert got == job
+    assert got is not None and got.schedule == schedule and got.parents is None
+    assert got.scheduleTimeZone == tz and got.to_chronos() == job.to_chronos()
+
+
+def test_jobs_of_both_kinds_list_together(store: StateStore) -> None:
+    store.put_job(make_scheduled_job("b-nightly"))
+    store.put_job(make_job("a-child", parents=["b-nightly"]))
+    assert store.list_jobs() == [
+        make_job("a-child", parents=["b-nightly"]),
+        make_scheduled_job("b-nightly"),
+    ]
+    # A job may change its trigger kind on replace.
+    store.put_job(make_scheduled_job("a-child"))
+    got = store.get_job("a-child")
+    assert got is not None and got.parents is None and got.schedule is not None
+
+
+def test_put_job_replaces_the_job_and_keeps_its_runs(store: StateStore) -> None:
+    store.put_job(make_job("etl", retries=1))
+    store.create_run(make_run("etl:1"))
+    store.put_job(make_job("etl", retries=4, command="echo v2"))
+    got = store.get_job("etl")
+    assert got is not None and got.retries == 4 and got.command == "echo v2"
+    assert [j.name for j in store.list_jobs()] == ["etl"]
+    assert [r.id for r in store.list_runs("etl")] == ["etl:1"]
+
+
+def test_list_jobs_is_ordered_by_name(store: StateStore) -> None:
+    for name in ("etl", "b.report", "a-load", "B", "etl_2"):
+        store.put_job(make_job(name))
+    assert [j.name for j in store.list_jobs()] == ["B", "a-load", "b.report", "etl", "etl_2"]
+
+
+def test_delete_job_deletes_its_runs_and_nothing_else(store: StateStore) -> None:
+    store.put_job(make_job("etl"))
+    store.put_job(make_job("report"))
+    store.create_run(make_run("etl:1", "etl"))
+    store.put_run(make_run("etl:2", "etl", created_after=1, status=RunStatus.SUCCESS))
+    store.create_run(make_run("report:1", "report"))
+    assert store.delete_job("etl") is True
+    assert store.get_job("etl") is None
+    assert store.get_run("etl:1") is None and store.get_run("etl:2") is None
+    assert store.list_runs("etl") == []
+    assert [r.id for r in store.list_runs()] == ["report:1"]
+    assert [j.name for j in store.list_jobs()] == ["report"]
+    assert store.delete_job("etl") is False
+    # A job created again under the same name starts without history.
+    store.put_job(make_job("etl"))
+    assert store.list_runs("etl") == []
+
+
+def test_a_job_that_strict_json_cannot_hold_is_refused_and_nothing_stored(
+    store: StateStore,
+) -> None:
+    store.put_job(make_job("etl", cpus=1))
+    with pytest.raises(ValueError):
+        store.put_job(make_job("etl", cpus=float("inf")))
+    got = store.get_job("etl")
+    assert got is not None and got.cpus == 1
+
+
+def test_callers_cannot_change_stored_jobs_by_mutating_objects(store: StateStore) -> None:
+    job = make_job("etl", arguments=["a"], uris=["u1"], fetch=[{"uri": "f"}])
+    store.put_job(job)
+    job.arguments.append("changed-after-put")
+    job.fetch[0]["uri"] = "changed-after-put"
+    got = store.get_job("etl")
+    assert got is not None
+    got.uris.append("changed-after-get")
+    assert got.parents is not None
+    got.parents.append("changed-after-get")
+    again = store.get_job("etl")
+    assert again is not None
+    assert (again.arguments, again.uris, again.fetch) == (["a"], ["u1"], [{"uri": "f"}])
+    assert again.parents == ["root"]
+    listed = store.list_jobs()[0]
+    assert listed.arguments == ["a"]
+
+
+# --- runs ----------------------------------------------------------------------------------
+
+
+def test_create_run_round_trips_every_field(store: StateStore) -> None:
+    store.put_job(make_job("etl"))
+    run = JobRun(
+        id=scheduled_run_id("etl", T0 + timedelta(hours=1)),
+        job="etl",
+        trigger=Trigger.SCHEDULE,
+        status=RunStatus.RUNNING,
+        created_at=T0 + timedelta(seconds=1.5),
+        scheduled_for=T0 + timedelta(hours=1),
+        attempt=2,
+        task_id="etl:20260101T010000Z.retry2",
+        host="node-1",
+        handle={"pid": 42, "nested": {"k": [1, 2.5, None, "x"]}},
+        started_at=T0 + timedelta(seconds=2),
+        finished_at=T0 + timedelta(seconds=3.25),
+        exit_code=137,
+        message="killed by \u2603",
+        not_before=T0 + timedelta(seconds=10),
+        kill_requested_at=T0 + timedelta(seconds=3),
+    )
+    assert store.create_run(run) is True
+    assert store.get_run(run.id) == run
+    assert store.list_runs() == [run]
+
+
+def test_runs_keep_millisecond_precision_in_every_store(store: StateStore) -> None:
+    # What SQLite keeps is what every store keeps: Task/JobRun JSON has milliseconds.
+    store.put_job(make_job("etl"))
+    store.create_run(make_run("etl:1", created_at=T0 + timedelta(seconds=1, microseconds=1999),
+                                finished_at=T0))
+    got = store.get_run("etl:1")
+    assert got is not None
+    assert got.created_at == T0 + timedelta(seconds=1.001)
+    assert got.created_at.tzinfo is not None
+
+
+def test_create_run_first_writer_wins(store: StateStore) -> None:
+    store.put_job(make_job("etl"))
+    first = make_run("etl:1", status=RunStatus.QUEUED, message="first")
+    assert store.create_run(first) is True
+    assert store.create_run(make_run("etl:1", status=RunStatus.FAILED, message="second")) is False
+    assert store.get_run("etl:1") == first
+    assert store.list_runs(statuses=frozenset({RunStatus.FAILED})) == []
+
+
+def test_a_run_for_an_unknown_job_raises_key_error_and_stores_nothing(
+    store: StateStore,
+) -> None:
+    with pytest.raises(KeyError):
+        store.create_run(make_run("ghost:1", "ghost"))
+    with pytest.raises(KeyError):
+        store.put_run(make_run("ghost:1", "ghost"))
+    assert store.get_run("ghost:1") is None
+    # Also when the id exists under a job that does: the job is checked first.
+    store.put_job(make_job("etl"))
+    store.create_run(make_run("etl:1", "etl"))
+    with pytest.raises(KeyError):
+        store.create_run(make_run("etl:1", "ghost"))
+    with pytest.raises(KeyError):
+        store.put_run(make_run("etl:1", "ghost", status=RunStatus.FAILED))
+    assert store.get_run("etl:1") == make_run("etl:1", "etl")
+
+
+def test_key_error_for_an_unknown_job_inside_atomic_aborts_the_block(store: StateStore) -> None:
+    with pytest.raises(KeyError), store.atomic():
+        store.put_meta("written-first", True)
+        store.put_job(make_job("etl"))
+        store.create_run(make_run("ghost:1", "ghost"))
+    assert store.get_meta("written-first") is None
+    assert store.get_job("etl") is None
+
+
+def test_put_run_inserts_and_replaces(store: StateStore) -> None:
+    store.put_job(make_job("etl"))
+    store.put_run(make_run("etl:1", status=RunStatus.QUEUED))
+    updated = make_run(
+        "etl:1", status=RunStatus.SUCCESS, created_after=5, exit_code=0,
+        started_at=T0 + timedelta(seconds=6), finished_at=T0 + timedelta(seconds=7),
+    )
+    store.put_run(updated)
+    assert store.get_run("etl:1") == updated
+    assert store.list_runs() == [updated]
+    # The columns list_runs filters by follow the update.
+    assert store.list_runs(statuses=frozenset({RunStatus.QUEUED})) == []
+    assert store.list_runs(statuses=frozenset({RunStatus.SUCCESS})) == [updated]
+    assert store.create_run(make_run("etl:1")) is False
+
+
+def test_put_run_can_move_a_run_to_another_job(store: StateStore) -> None:
+    store.put_job(make_job("a"))
+    store.put_job(make_job("b"))
+    store.put_run(make_run("r", "a"))
+    store.put_run(make_run("r", "b"))
+    assert store.list_runs("a") == []
+    assert [r.id for r in store.list_runs("b")] == ["r"]
+    store.delete_job("a")
+    assert store.get_run("r") is not None
+
+
+def _ids(runs: list[JobRun]) -> list[str]:
+    return [r.id for r in runs]
+
+
+def test_list_runs_is_newest_first_then_id_descending(store: StateStore) -> None:
+    store.put_job(make_job("etl"))
+    store.put_job(make_job("other"))
+    for run_id, job, after in [
+        ("etl:b", "etl", 5),
+        ("etl:a", "etl", 5),
+        ("etl:c", "etl", 5),
+        ("other:1", "other", 3),
+        ("etl:old", "etl", -86400),  # a day before T0
+        ("etl:new", "etl", 86400 * 40),
+        ("etl:ms1", "etl", 3.001),
+        ("etl:sub", "etl", 3.0004),  # the same millisecond as 3.0 once stored
+        ("etl:zero", "etl", 3.0),
+    ]:
+        store.create_run(make_run(run_id, job, created_after=after))
+    assert _ids(store.list_runs()) == [
+        "etl:new", "etl:c", "etl:b", "etl:a", "etl:ms1", "other:1", "etl:zero", "etl:sub",
+        "etl:old",
+    ]
+    assert _ids(store.list_runs("etl"))[:2] == ["etl:new", "etl:c"]
+    assert "other:1" not in _ids(store.list_runs("etl"))
+
+
+def test_list_runs_compares_created_at_as_instants(store: StateStore) -> None:
+    store.put_job(make_job("etl"))
+    plus_two = timezone(timedelta(hours=2))
+    # 01:00+02:00 is 23:00 UTC the day before: older than T0 although its text is larger.
+    store.create_run(make_run("etl:tz", created_at=(T0 + timedelta(hours=1)).astimezone(
+        plus_two).replace(hour=1)))
+    store.create_run(make_run("etl:utc", created_at=T0.astimezone(UTC)))
+    assert _ids(store.list_runs()) == ["etl:utc", "etl:tz"]
+
+
+def test_list_runs_filters_by_job_statuses_and_limit(store: StateStore) -> None:
+    store.put_job(make_job("etl"))
+    store.put_job(make_job("etl2"))  # a name that "etl" is a prefix of
+    statuses = list(RunStatus)
+    for i in range(12):
+        status = statuses[i % len(statuses)]
+        store.create_run(make_run(f"etl:{i:02d}", "etl", created_after=i, status=status))
+        store.create_run(make_run(f"etl2:{i:02d}", "etl2", created_after=i, status=status))
+    active = frozenset({RunStatus.QUEUED, RunStatus.RUNNING})
+    assert _ids(store.list_runs("etl", active)) == ["etl:07", "etl:06", "etl:01", "etl:00"]
+    assert len(store.list_runs(statuses=active)) == 8
+    assert _ids(store.list_runs("etl", frozenset({RunStatus.KILLED}))) == ["etl:11", "etl:05"]
+    assert store.list_runs("etl", frozenset()) == []
+    assert store.list_runs(statuses=frozenset()) == []
+    assert _ids(store.list_runs("etl", limit=3)) == ["etl:11", "etl:10", "etl:09"]
+    assert _ids(store.list_runs("etl", active, limit=1)) == ["etl:07"]
+    assert store.list_runs("etl", limit=0) == []
+    assert len(store.list_runs("etl", limit=100)) == 12
+    assert len(store.list_runs(limit=5)) == 5
+    assert _ids(store.list_runs(limit=2)) == ["etl:11", "etl2:11"]  # ":" sorts after "2"
+    assert store.list_runs("nope") == []
+    assert store.list_runs("etl:00") == []  # a run id is not a job name
+
+
+def test_list_runs_accepts_status_strings_and_refuses_unknown_ones(store: StateStore) -> None:
+    store.put_job(make_job("etl"))
+    store.create_run(make_run("etl:1", status=RunStatus.RUNNING))
+    running: Any = frozenset({"running"})
+    assert _ids(store.list_runs(statuses=running)) == ["etl:1"]
+    bogus: Any = frozenset({"sleeping"})
+    with pytest.raises(ValueError):
+        store.list_runs(statuses=bogus)
+
+
+def test_a_negative_limit_is_refused(store: StateStore) -> None:
+    with pytest.raises(ValueError, match="limit"):
+        store.list_runs(limit=-1)
+
+
+def test_callers_cannot_change_stored_runs_by_mutating_objects(store: StateStore) -> None:
+    store.put_job(make_job("etl"))
+    handle: dict[str, Any] = {"pid": 1, "nested": {"list": [1]}}
+    store.create_run(make_run("etl:1", handle=handle))
+    handle["pid"] = 2
+    handle["nested"]["list"].append(2)
+    got = store.get_run("etl:1")
+    assert got is not None and isinstance(got.handle, dict)
+    got.handle["pid"] = 3
+    got.handle["nested"]["list"].append(3)
+    listed = store.list_runs()[0]
+    assert isinstance(listed.handle, dict)
+    listed.handle["pid"] = 4
+    again = store.get_run("etl:1")
+    assert again is not None and again.handle == {"pid": 1, "nested": {"list": [1]}}
+
+
 # --- atomic --------------------------------------------------------------------------------
 
 
 def _write_one_of_everything(store: StateStore, suffix: str) -> None:
     store.create_app(make_app(f"/app-{suffix}"))
     store.put_task(make_task(f"task.{suffix}", f"/app-{suffix}"))
+    store.put_job(make_job(f"job-{suffix}"))
+    assert store.create_run(make_run(f"job-{suffix}:c", f"job-{suffix}")) is True
+    store.put_run(make_run(f"job-{suffix}:p", f"job-{suffix}", status=RunStatus.RUNNING))
     store.put_meta(f"meta-{suffix}", {"s": suffix})
 
 
@@ -341,6 +664,10 @@ def _assert_one_of_everything(store: StateStore, suffix: str, present: bool) -> 
     assert (store.get_app(f"/app-{suffix}") is not None) is present
     assert (store.list_app_versions(f"/app-{suffix}") != []) is present
     assert (store.get_task(f"task.{suffix}") is not None) is present
+    assert (store.get_job(f"job-{suffix}") is not None) is present
+    assert (store.get_run(f"job-{suffix}:c") is not None) is present
+    assert (store.get_run(f"job-{suffix}:p") is not None) is present
+    assert len(store.list_runs(f"job-{suffix}")) == (2 if present else 0)
     assert (store.get_meta(f"meta-{suffix}") is not None) is present
 
 
@@ -364,6 +691,14 @@ def test_reads_inside_atomic_see_the_block_s_own_writes(store: StateStore) -> No
         assert store.delete_app("/web") is True
         assert store.get_app("/web") is None
         assert store.list_apps() == []
+        store.put_job(make_job("etl"))
+        assert [j.name for j in store.list_jobs()] == ["etl"]
+        assert store.create_run(make_run("etl:1")) is True
+        assert store.create_run(make_run("etl:1")) is False
+        store.put_run(make_run("etl:1", status=RunStatus.RUNNING))
+        assert [r.status for r in store.list_runs("etl")] == [RunStatus.RUNNING]
+        assert store.delete_job("etl") is True
+        assert store.get_run("etl:1") is None
 
 
 def test_an_exception_in_atomic_rolls_back_every_write(store: StateStore) -> None:
@@ -372,6 +707,10 @@ def test_an_exception_in_atomic_rolls_back_every_write(store: StateStore) -> Non
     store.put_task(make_task("web.1", state=TaskState.RUNNING))
     store.put_meta("counter", 1)
     store.create_app(make_app("/doomed"))
+    store.put_job(make_job("etl", retries=1))
+    store.put_run(make_run("etl:1", "etl", status=RunStatus.RUNNING))
+    store.put_job(make_job("doomed-job"))
+    store.put_run(make_run("doomed-job:1", "doomed-job"))
 
     with pytest.raises(Boom), store.atomic():
         _write_one_of_everything(store, "new")
@@ -380,6 +719,10 @@ def test_an_exception_in_atomic_rolls_back_every_write(store: StateStore) -> Non
         store.put_meta("counter", 2)
         store.delete_app("/doomed")
         store.delete_task("web.1")
+        store.put_job(make_job("etl", retries=7))
+        store.put_run(make_run("etl:1", "etl", status=RunStatus.FAILED))
+        assert store.create_run(make_run("etl:2", "etl")) is True
+        store.delete_job("doomed-job")
         raise Boom
 
     _assert_one_of_everything(store, "new", present=False)
@@ -392,6 +735,16 @@ def test_an_exception_in_atomic_rolls_back_every_write(store: StateStore) -> Non
     assert store.get_app("/doomed") is not None
     assert store.list_app_versions("/doomed") == [version_at(0)]
     assert [a.id for a in store.list_apps()] == ["/doomed", "/web"]
+    etl = store.get_job("etl")
+    assert etl is not None and etl.retries == 1
+    assert [j.name for j in store.list_jobs()] == ["doomed-job", "etl"]
+    run = store.get_run("etl:1")
+    assert run is not None and run.status is RunStatus.RUNNING
+    assert store.list_runs(statuses=frozenset({RunStatus.FAILED})) == []
+    assert store.get_run("etl:2") is None
+    assert store.get_run("doomed-job:1") == make_run("doomed-job:1", "doomed-job")
+    # The rolled-back create_run left no trace: the occurrence can still be created once.
+    assert store.create_run(make_run("etl:2", "etl")) is True
 
 
 def test_already_exists_inside_atomic_aborts_the_whole_block(store: StateStore) -> None:
@@ -563,6 +916,39 @@ def test_concurrent_atomic_blocks_that_fail_leave_nothing(store: StateStore) -> 
             _assert_one_of_everything(store, f"{n}-{i}", present=i % 2 == 0)
 
 
+def test_concurrent_create_run_of_one_id_has_exactly_one_winner(store: StateStore) -> None:
+    store.put_job(make_job("etl"))
+    occurrence = scheduled_run_id("etl", T0)
+    results: list[tuple[int, bool]] = []
+
+    def creator(n: int) -> None:
+        won = store.create_run(make_run(occurrence, message=f"thread {n}"))
+        results.append((n, won))  # list.append is atomic
+
+    _run_threads(creator)
+    winners = [n for n, won in results if won]
+    assert len(results) == THREADS and len(winners) == 1
+    got = store.get_run(occurrence)
+    assert got is not None and got.message == f"thread {winners[0]}"
+    assert _ids(store.list_runs()) == [occurrence]
+
+
+def test_concurrent_create_run_of_many_ids_has_one_winner_each(store: StateStore) -> None:
+    store.put_job(make_job("etl"))
+    wins: list[str] = []
+
+    def creator(n: int) -> None:
+        # Every thread tries every id, starting at a different one.
+        for i in range(WRITES_PER_THREAD):
+            run_id = f"etl:{(i + n) % WRITES_PER_THREAD:02d}"
+            if store.create_run(make_run(run_id, created_after=i, message=str(n))):
+                wins.append(run_id)
+
+    _run_threads(creator)
+    assert sorted(wins) == [f"etl:{i:02d}" for i in range(WRITES_PER_THREAD)]
+    assert len(store.list_runs("etl")) == WRITES_PER_THREAD
+
+
 # --- lifecycle -----------------------------------------------------------------------------
 
 
@@ -574,3 +960,24 @@ def test_close_is_idempotent_and_a_closed_store_refuses_calls(store: StateStore)
         store.get_meta("k")
     with pytest.raises(RuntimeError):
         store.put_meta("k", 2)
+
+
+@pytest.mark.parametrize(
+    "call",
+    [
+        lambda s: s.put_job(make_job()),
+        lambda s: s.get_job("etl"),
+        lambda s: s.list_jobs(),
+        lambda s: s.delete_job("etl"),
+        lambda s: s.create_run(make_run()),
+        lambda s: s.put_run(make_run()),
+        lambda s: s.get_run("etl:1"),
+        lambda s: s.list_runs(),
+        lambda s: s.list_runs("etl", frozenset(), 0),
+    ],
+)
+def test_a_closed_store_refuses_job_and_run_calls(store: StateStore, call: Any) -> None:
+    store.put_job(make_job())
+    store.close()
+    with pytest.raises(RuntimeError, match="closed"):
+        call(store)
