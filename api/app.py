@@ -9,7 +9,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse, PlainTextResponse
 
-from api import marathon, status
+from api import chronos, marathon, status
 from api.auth import AuthMiddleware
 from scheduler import __version__
 from scheduler.config import Credentials
@@ -68,6 +68,8 @@ def create_app(
         return "pong"
 
     app.include_router(marathon.router)
+    for router in chronos.routers:
+        app.include_router(router)
     app.include_router(status.router)
     app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
     return app

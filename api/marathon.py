@@ -371,19 +371,37 @@ def info(request: Request) -> dict[str, Any]:
         "leader": leader,
         "frameworkId": "dromos",
         "event_subscriber": None,
+        # Strict clients build marathon_config from a fixed keyword set: Dromos's own state
+        # goes into the free-text "master" field (Mesos's master URL in Marathon) and, in
+        # structured form, into GET /dromos/info.
         "marathon_config": {
-            "master": o.runtime.name,
+            "master": runtime_summary(o),
+            "framework_name": "dromos",
             "hostname": leader.split(":")[0],
             "task_launch_timeout": 300000,
-            "dromos_runtime": {
-                "name": o.runtime.name,
-                "available": o.runtime_available,
-                "error": o.runtime_error,
-            },
-            "placement_strategy": o.strategy.value,
         },
         "http_config": {"http_port": request.app.state.port, "https_port": None},
         "zookeeper_config": {},
+    }
+
+
+def runtime_summary(o: Orchestrator) -> str:
+    """``local (available)`` or ``docker (unavailable: <why>)``."""
+    if o.runtime_available:
+        return f"{o.runtime.name} (available)"
+    return f"{o.runtime.name} (unavailable: {o.runtime_error or 'unknown'})"
+
+
+@router.get("/dromos/info")
+def dromos_info(request: Request) -> dict[str, Any]:
+    """Dromos-only details (outside Marathon's paths, so no strict client parses them)."""
+    o = orch(request)
+    return {
+        "version": __version__,
+        "runtime": {"name": o.runtime.name, "available": o.runtime_available,
+                    "error": o.runtime_error},
+        "placementStrategy": o.strategy.value,
+        "nodes": len(o.nodes()) if o.runtime_available else None,
     }
 
 

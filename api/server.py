@@ -26,6 +26,14 @@ def build_runtime(config: ServeConfig) -> Runtime:
             return LocalRuntime(config.state_dir, list(config.nodes) if config.nodes else None)
         except ValueError as e:
             raise ConfigError(str(e)) from None
+    if config.runtime == "docker":
+        from scheduler.runtimes.docker import DockerRuntime
+
+        # Connects lazily: Dromos starts (and serves its API) while the engine is down.
+        try:
+            return DockerRuntime(config.state_dir, list(config.nodes) if config.nodes else None)
+        except ValueError as e:
+            raise ConfigError(str(e)) from None
     raise ConfigError(f"unknown runtime {config.runtime!r}")
 
 

@@ -14,10 +14,14 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
+from scheduler.batch import dag
+from scheduler.batch.runner import JobRunner, job_request
+from scheduler.batch.schedule import latest_at_or_before
 from scheduler.clock import Clock
 from scheduler.events import DROMOS, EventBus
 from scheduler.model.app import AppSpec
 from scheduler.model.health import HealthCheck, HealthResult
+from scheduler.model.job import JobRun, JobSpec, RunStatus
 from scheduler.model.node import Node
 from scheduler.model.resources import Resources
 from scheduler.model.task import Task, TaskState, new_task_id
@@ -94,7 +98,9 @@ class Orchestrator:
         self._kills_issued: set[str] = set()
         self._spec_cache: dict[tuple[str, str], AppSpec | None] = {}
         self._stop = threading.Event()
+        self._wake = threading.Event()
         self._thread: threading.Thread | None = None
+        self.jobs = JobRunner(store, runtime, bus)
         if health is not None:
             saved = store.get_meta("health")
             if saved:
@@ -249,6 +255,89 @@ class Orchestrator:
             self.app(app_id)
             self.store.put_meta(_meta_key("backoff", app_id), None)
 
+    # ------------------------------------------------------------------ jobs
+
+    def job(self, name: str) -> JobSpec:
+        job = self.store.get_job(name)
+        if job is None:
+            raise NotFound(f"Job '{name}' does not exist")
+        return job
+
+    def list_jobs(self) -> list[JobSpec]:
+        return self.store.list_jobs()
+
+    def job_runs(self, name: str | None = None, limit: int | None = None) -> list[JobRun]:
+        return self.store.list_runs(job=name, limit=limit)
+
+    def put_job(self, job: JobSpec) -> JobSpec:
+        """Create or replace a job. Unknown parents and cycles raise
+        :class:`dag.DependencyError`; nothing is stored then.
+
+        Occurrences before a new (or rescheduled) job existed are not missed runs: the job
+        starts with its latest occurrence strictly before now as already handled.
+        """
+        with self._lock:
+            now = self.clock.now()
+            existing = {j.name: j for j in self.store.list_jobs()}
+            dag.validate_job(job, existing)
+            old = existing.get(job.name)
+            with self.store.atomic():
+                self.store.put_job(job)
+                if job.schedule and (old is None or old.schedule != job.schedule
+                                     or old.scheduleTimeZone != job.scheduleTimeZone):
+                    self.jobs.forget(job.name)
+                    schedule = self.jobs.schedule_of(job)
+                    assert schedule is not None
+                    _, before = latest_at_or_before(schedule, now - timedelta(microseconds=1))
+                    self.store.put_meta(f"job:{job.name}:last", iso(before) if before else None)
+            self.jobs.forget(job.name)
+            self.wake()
+            return job
+
+    def delete_job(self, name: str) -> None:
+        """Delete a job, kill its runs, and hand its children its parents."""
+        with self._lock:
+            self.job(name)
+            now = self.clock.now()
+            self.jobs.kill(name, now)
+            jobs = {j.name: j for j in self.store.list_jobs()}
+            updated = dag.remove_job(jobs, name)
+            with self.store.atomic():
+                for child in updated.values():
+                    self.store.put_job(child)
+                self.store.delete_job(name)
+                for kind in ("last", "edges", "counters"):
+                    self.store.put_meta(f"job:{name}:{kind}", None)
+            self.jobs.forget(name)
+
+    def run_job(self, name: str) -> JobRun:
+        """A manual run, now (Chronos's ``PUT /scheduler/job/{name}``)."""
+        with self._lock:
+            run = self.jobs.run_now(self.job(name), self.clock.now())
+            self.wake()
+            return run
+
+    def mark_job_success(self, name: str) -> list[str]:
+        """Record a success without running; dependents fire. Returns triggered children."""
+        with self._lock:
+            job = self.job(name)
+            now = self.clock.now()
+            jobs = {j.name: j for j in self.store.list_jobs()}
+            with self.store.atomic():
+                c = self.jobs.counters(name)
+                c["successCount"] = int(c.get("successCount", 0)) + 1
+                c["lastSuccess"] = iso(now)
+                c["errorsSinceLastSuccess"] = 0
+                self.store.put_meta(f"job:{job.name}:counters", c)
+                ready = self.jobs.parent_finished(name, True, now, jobs)
+            self.wake()
+            return ready
+
+    def kill_job(self, name: str) -> list[JobRun]:
+        with self._lock:
+            self.job(name)
+            return self.jobs.kill(name, self.clock.now())
+
     # ------------------------------------------------------------------ the loop
 
     def _spec_at(self, app_id: str, version: str) -> AppSpec | None:
@@ -303,7 +392,14 @@ class Orchestrator:
             self.runtime_error = None
             self._reissue_kills(now)
             health, unhealthy = self._health_pass(now)
-            self._reconcile_all(now, health, unhealthy, report)
+            placer = self._placer()
+            try:
+                # Jobs first: a run due now should not wait behind app launches.
+                self.jobs.run_once(now, placer)
+            except RuntimeUnavailable as e:
+                self._mark_unavailable(e)
+                return report
+            self._reconcile_all(now, health, unhealthy, report, placer)
             if self.health is not None:
                 self.store.put_meta("health", self.health.export_state())
             return report
@@ -404,8 +500,26 @@ class Orchestrator:
             unhealthy[task_id] = cause
         return health, unhealthy
 
+    def _placer(self) -> Placer:
+        """A Placer over every node and everything that holds resources: app tasks and
+        running job runs. One per pass, shared by apps and jobs."""
+        placed = []
+        for t in self.store.list_tasks():
+            if t.state.terminal:
+                continue
+            spec = self._spec_at(t.app_id, t.version)
+            res = spec.resources if spec else Resources()
+            placed.append(PlacedTask(t.app_id, t.host, res, t.ports))
+        jobs = {j.name: j for j in self.store.list_jobs()}
+        for r in self.store.list_runs(statuses=frozenset({RunStatus.RUNNING})):
+            job = jobs.get(r.job)
+            if job is not None and r.host:
+                placed.append(PlacedTask(job_request(job).app_id, r.host, job.resources))
+        return Placer(ClusterSnapshot(tuple(self.runtime.nodes()), tuple(placed)),
+                      self.strategy)
+
     def _reconcile_all(self, now: datetime, health: dict[str, bool | None],
-                       unhealthy: dict[str, str], report: PassReport) -> None:
+                       unhealthy: dict[str, str], report: PassReport, placer: Placer) -> None:
         apps = {a.id: a for a in self.store.list_apps()}
         tasks = [t for t in self.store.list_tasks() if not t.state.terminal]
         # Tasks of deleted apps go away.
@@ -413,13 +527,6 @@ class Orchestrator:
             if t.app_id not in apps and t.kill_requested_at is None:
                 self._kill(t, "app deleted", now)
                 report.killed.append(t.id)
-        placed = []
-        for t in tasks:
-            spec = self._spec_at(t.app_id, t.version)
-            res = spec.resources if spec else Resources()
-            placed.append(PlacedTask(t.app_id, t.host, res, t.ports))
-        placer = Placer(ClusterSnapshot(tuple(self.runtime.nodes()), tuple(placed)),
-                        self.strategy)
         by_app: dict[str, list[Task]] = {}
         for t in tasks:
             by_app.setdefault(t.app_id, []).append(t)
@@ -501,11 +608,25 @@ class Orchestrator:
             except Exception:
                 # The loop must outlive any one bad pass; the next pass converges.
                 log.exception("control loop pass failed")
-            self._stop.wait(self.loop_interval)
+            self._wake.wait(self._sleep_seconds())
+            self._wake.clear()
+
+    def _sleep_seconds(self) -> float:
+        """Until the next pass: the loop interval, or less when a job fires sooner. This is
+        the jobs' timer: the store is the truth, the wake-up time is derived from it."""
+        wake = self.jobs.next_wake()
+        if wake is None:
+            return self.loop_interval
+        return max(0.0, min(self.loop_interval, (wake - self.clock.now()).total_seconds()))
+
+    def wake(self) -> None:
+        """Run a pass now (after a change that may need action)."""
+        self._wake.set()
 
     def stop(self) -> None:
         """Stop the loop; running tasks keep running and are adopted on the next start."""
         self._stop.set()
+        self._wake.set()
         if self._thread is not None:
             self._thread.join(timeout=10)
         if self.health is not None:

@@ -254,6 +254,13 @@ def test_info_leader_ping(client: TestClient) -> None:
     info = client.get("/v2/info").json()
     assert set(info) <= INFO_KEYS
     assert info["name"] == "dromos" and info["elected"] is True
+    # Nested objects are built from fixed keyword sets by strict clients too.
+    assert set(info["marathon_config"]) <= {"master", "framework_name", "hostname",
+                                             "task_launch_timeout", "features"}
+    assert info["marathon_config"]["master"] == "local (available)"
+    assert set(info["http_config"]) <= {"assets_path", "http_port", "https_port"}
+    assert client.get("/dromos/info").json()["runtime"] == {
+        "name": "local", "available": True, "error": None}
     assert client.get("/v2/leader").json() == {"leader": "127.0.0.1:8080"}
     assert client.get("/ping").text == "pong"
 

@@ -1,0 +1,108 @@
+"""Existing client libraries, unchanged, against a real `dromos serve`:
+marathon 0.13.0 (the common Python Marathon client) and chronos-python."""
+
+from __future__ import annotations
+
+import collections
+import collections.abc
+import json
+from collections.abc import Iterator
+
+from typing import Any
+
+import pytest
+
+from tests.runtimes.conftest import cleanup_local_state
+from tests.support.server import Server, wait_for
+
+# marathon 0.13.0 imports collections.Iterable & co., removed in Python 3.10 (see reference).
+for _name in ("Iterable", "Mapping", "MutableMapping", "Sequence", "Callable"):
+    if not hasattr(collections, _name):
+        setattr(collections, _name, getattr(collections.abc, _name))
+
+import marathon  # noqa: E402
+from chronos import ChronosClient  # noqa: E402
+from marathon.models import MarathonApp  # noqa: E402
+
+pytestmark = pytest.mark.integration
+
+NODES = [{"hostname": f"node-{c}", "cpus": 2, "mem": 1024, "disk": 1000,
+          "ports": f"{34000 + 100 * i}-{34000 + 100 * i + 49}"} for i, c in enumerate("ab")]
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    tmp = tmp_path_factory.mktemp("clients")
+    nodes_file = tmp / "nodes.json"
+    nodes_file.write_text(json.dumps(NODES))
+    srv = Server(tmp / "state", nodes_file)
+    srv.start()
+    yield srv
+    srv.stop()
+    cleanup_local_state(srv.state)
+
+
+def test_marathon_client_full_cycle(server: Server) -> None:
+    c = marathon.MarathonClient(server.url)
+    assert c.ping().strip() in (b"pong", "pong", b'"pong"')
+    app = c.create_app("client-app", MarathonApp(cmd="sleep 600", cpus=0.1, mem=16,
+                                                 instances=2, labels={"via": "client"}))
+    assert app.id == "/client-app"
+
+    def running() -> Any:
+        a = c.get_app("client-app", embed_tasks=True)
+        return a if a.tasks_running == 2 else None
+
+    got = wait_for(running, 30, "two running tasks via the client")
+    assert {t.app_id for t in got.tasks} == {"/client-app"}
+    assert [a.id for a in c.list_apps(label="via==client")] == ["/client-app"]
+    assert len(c.list_tasks("client-app")) == 2
+    c.scale_app("client-app", instances=1)
+    wait_for(lambda: c.get_app("client-app").tasks_running == 1, 30, "scale down")
+    fetched = c.get_app("client-app")
+    fetched.mem = 24  # clients PUT back the whole object they fetched
+    c.update_app("client-app", fetched)
+    assert c.get_app("client-app").mem == 24
+    versions = c.list_versions("client-app")
+    assert len(versions) >= 3
+    assert c.get_info().name == "dromos"
+    assert isinstance(c.list_queue(), list)
+    c.delete_app("client-app")
+    with pytest.raises(marathon.exceptions.NotFoundError):
+        c.get_app("client-app")
+
+
+def test_chronos_client_full_cycle(server: Server) -> None:
+    host = server.url.removeprefix("http://")
+    c = ChronosClient(host)  # 3.x paths: /v1/scheduler/...
+    base = {"command": "true", "owner": "ds@example.com", "cpus": 0.1, "mem": 16,
+            "epsilon": "PT30S", "disabled": False}
+    c.add({**base, "name": "etl", "schedule": "R/2030-01-01T00:00:00Z/P1D"})
+    c.add({**base, "name": "train", "parents": ["etl"]})
+    assert sorted(j["name"] for j in c.list()) == ["etl", "train"]
+    assert [j["name"] for j in c.search(name="tra")] == ["train"]
+    c.run("etl")
+
+    def etl_done() -> Any:
+        stat = c.job_stat("etl")
+        return stat if stat["histogram"]["count"] >= 1 else None
+
+    wait_for(etl_done, 30, "etl's manual run to succeed")
+    # train depends on etl: it runs after etl's success.
+    wait_for(lambda: c.job_stat("train")["histogram"]["count"] >= 1, 30, "train to run")
+    graph = c.scheduler_graph()
+    assert "link,etl,train" in str(graph)
+    assert isinstance(c.scheduler_stat_99th(), list)
+    c.delete("train")
+    c.delete("etl")
+    assert c.list() == []
+
+
+def test_chronos_client_2x_paths(server: Server) -> None:
+    c = ChronosClient(server.url.removeprefix("http://"), scheduler_api_version=None)
+    base = {"name": "old-style", "command": "true", "owner": "x@example.com",
+            "epsilon": "PT1M", "async": False, "disabled": False, "cpus": 0.1, "mem": 16}
+    c.add({**base, "schedule": "R/2030-01-01T00:00:00Z/PT1H"})
+    c.update({**base, "schedule": "R/2030-01-01T00:00:00Z/PT2H"})
+    assert c.list()[0]["schedule"] == "R/2030-01-01T00:00:00Z/PT2H"
+    c.delete("old-style")
