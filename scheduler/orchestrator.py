@@ -308,7 +308,8 @@ class Orchestrator:
                 self.store.delete_job(name)
                 for kind in ("last", "edges", "counters"):
                     self.store.put_meta(f"job:{name}:{kind}", None)
-            self.jobs.forget(name)
+            for changed in [name, *updated]:
+                self.jobs.forget(changed)
 
     def run_job(self, name: str) -> JobRun:
         """A manual run, now (Chronos's ``PUT /scheduler/job/{name}``)."""
@@ -322,7 +323,7 @@ class Orchestrator:
         with self._lock:
             job = self.job(name)
             now = self.clock.now()
-            jobs = {j.name: j for j in self.store.list_jobs()}
+            jobs = self.jobs.jobs()
             with self.store.atomic():
                 c = self.jobs.counters(name)
                 c["successCount"] = int(c.get("successCount", 0)) + 1
@@ -510,7 +511,7 @@ class Orchestrator:
             spec = self._spec_at(t.app_id, t.version)
             res = spec.resources if spec else Resources()
             placed.append(PlacedTask(t.app_id, t.host, res, t.ports))
-        jobs = {j.name: j for j in self.store.list_jobs()}
+        jobs = self.jobs.jobs()
         for r in self.store.list_runs(statuses=frozenset({RunStatus.RUNNING})):
             job = jobs.get(r.job)
             if job is not None and r.host:

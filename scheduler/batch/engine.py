@@ -90,7 +90,11 @@ def plan_occurrences(
     runs: list[JobRun] = []
     # Occurrences before the latest one are missed: record them (bounded for long outages).
     missed: list[datetime] = []
-    for t in occurrences_between(schedule, last_handled, latest - timedelta(microseconds=1)):
+    # A cron schedule has no start: without a handled occurrence nothing before the latest
+    # one can be called missed.
+    walk = last_handled is not None or isinstance(schedule, IsoSchedule)
+    for t in (occurrences_between(schedule, last_handled, latest - timedelta(microseconds=1))
+              if walk else ()):
         if len(missed) == MAX_SKIPPED_RECORDS + 1:
             break  # never walk a long outage occurrence by occurrence
         missed.append(t)

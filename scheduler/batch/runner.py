@@ -68,7 +68,16 @@ class JobRunner:
         self.bus = bus
         self._next: dict[str, datetime | None] = {}
         self._parsed: dict[str, tuple[str, str, Schedule]] = {}
+        self._jobs: dict[str, JobSpec] | None = None
         self.waiting: dict[str, RejectionSummary] = {}
+
+    def jobs(self) -> dict[str, JobSpec]:
+        """Every job, cached: all writes go through :meth:`forget` (the orchestrator calls it
+        after each change), so re-reading and re-validating thousands of stored jobs every
+        pass is not needed. The store stays the source of truth; a restart reloads it."""
+        if self._jobs is None:
+            self._jobs = {j.name: j for j in self.store.list_jobs()}
+        return self._jobs
 
     # ------------------------------------------------------------------ derived state
 
@@ -83,10 +92,16 @@ class JobRunner:
         return parsed
 
     def forget(self, name: str) -> None:
-        """Drop derived state for a job that changed or went away."""
+        """Drop derived state for a job that changed or went away (re-read from the store)."""
         self._next.pop(name, None)
         self._parsed.pop(name, None)
         self.waiting.pop(name, None)
+        if self._jobs is not None:
+            job = self.store.get_job(name)
+            if job is None:
+                self._jobs.pop(name, None)
+            else:
+                self._jobs[name] = job
 
     def last_handled(self, name: str) -> datetime | None:
         v = self.store.get_meta(_key("last", name))
@@ -112,7 +127,7 @@ class JobRunner:
     # ------------------------------------------------------------------ the pass
 
     def run_once(self, now: datetime, placer: Placer) -> None:
-        jobs = {j.name: j for j in self.store.list_jobs()}
+        jobs = self.jobs()
         self._observe(now, jobs)
         self._fire_due(now, jobs)
         self._launch(now, jobs, placer)
@@ -123,13 +138,15 @@ class JobRunner:
         if not running:
             return
         observations = self.runtime.observe([run_task(r) for r in running])
-        for run, obs in zip(running, observations, strict=True):
-            if not obs.state.terminal:
-                continue
-            killed = obs.state is TaskState.KILLED or run.kill_requested_at is not None
-            message = obs.message or obs.state.value
-            self._attempt_ended(jobs.get(run.job), run, obs.exit_code, killed, message, now,
-                                jobs)
+        # One transaction for every run that ended: one fsync per pass, not per run.
+        with self.store.atomic():
+            for run, obs in zip(running, observations, strict=True):
+                if not obs.state.terminal:
+                    continue
+                killed = obs.state is TaskState.KILLED or run.kill_requested_at is not None
+                message = obs.message or obs.state.value
+                self._attempt_ended(jobs.get(run.job), run, obs.exit_code, killed, message,
+                                    now, jobs)
 
     def _attempt_ended(self, job: JobSpec | None, run: JobRun, exit_code: int | None,
                        killed: bool, message: str, now: datetime,
@@ -188,32 +205,52 @@ class JobRunner:
     def _fire_due(self, now: datetime, jobs: Mapping[str, JobSpec]) -> None:
         for name in list(self._next):
             if name not in jobs:
-                self.forget(name)
+                self._next.pop(name, None)
+        due = []
         for name, job in jobs.items():
             if not job.schedule or job.disabled:
                 self._next[name] = None
                 continue
             nxt = self._next.get(name, now)
-            if nxt is None or nxt > now:
-                continue
-            schedule = self.schedule_of(job)
-            assert schedule is not None
-            active = self.store.list_runs(job=name, statuses=ACTIVE)
-            plan = plan_occurrences(job, schedule, self.last_handled(name), active, now)
-            with self.store.atomic():
+            if nxt is not None and nxt <= now:
+                due.append(job)
+        if not due:
+            return
+        # One transaction for all jobs due in this pass: the runs, the handled marks and the
+        # disabling of used-up schedules commit together (one fsync however many fire).
+        with self.store.atomic():
+            for job in due:
+                schedule = self.schedule_of(job)
+                assert schedule is not None
+                active = self.store.list_runs(job=job.name, statuses=ACTIVE)
+                plan = plan_occurrences(job, schedule, self.last_handled(job.name), active, now)
                 for run in plan.runs:
                     if self.store.create_run(run) and run.status is RunStatus.SKIPPED:
-                        self.bus.publish("job_run_skipped", now, stream=DROMOS, job=name,
+                        self.bus.publish("job_run_skipped", now, stream=DROMOS, job=job.name,
                                          runId=run.id, message=run.message)
                 if plan.last_handled is not None:
-                    self.store.put_meta(_key("last", name), iso(plan.last_handled))
+                    self.store.put_meta(_key("last", job.name), iso(plan.last_handled))
                 if plan.exhausted:
-                    self.store.put_job(job.model_copy(update={"disabled": True}))
-            self._next[name] = None if plan.exhausted else plan.next_fire
+                    disabled = job.model_copy(update={"disabled": True})
+                    self.store.put_job(disabled)
+                    if self._jobs is not None:
+                        self._jobs[job.name] = disabled
+                self._next[job.name] = None if plan.exhausted else plan.next_fire
 
     def _launch(self, now: datetime, jobs: Mapping[str, JobSpec], placer: Placer) -> None:
         queued = self.store.list_runs(statuses=frozenset({RunStatus.QUEUED}))
-        for run in launchable(queued, now):
+        ready = launchable(queued, now)
+        if not ready:
+            return
+        # Each run and its task id were stored before this pass launches them; recording the
+        # launches can share one transaction, since a crash before it commits only means the
+        # next pass launches the same task ids again, which runtimes answer idempotently.
+        with self.store.atomic():
+            self._launch_ready(now, jobs, placer, ready)
+
+    def _launch_ready(self, now: datetime, jobs: Mapping[str, JobSpec], placer: Placer,
+                      ready: list[JobRun]) -> None:
+        for run in ready:
             job = jobs.get(run.job)
             if job is None:
                 self.store.put_run(run.with_(status=RunStatus.KILLED, finished_at=now,
@@ -242,8 +279,7 @@ class JobRunner:
         except RuntimeUnavailable:
             raise
         except (ValueError, OSError) as e:
-            self._attempt_ended(job, run, None, False, f"launch failed: {e}", now,
-                                {j.name: j for j in self.store.list_jobs()})
+            self._attempt_ended(job, run, None, False, f"launch failed: {e}", now, self.jobs())
             return
         started = run.with_(status=RunStatus.RUNNING, handle=dict(handle), host=placed.host,
                             started_at=run.started_at or now, task_id=task_id,
