@@ -7,7 +7,6 @@ import collections
 import collections.abc
 import json
 from collections.abc import Iterator
-
 from typing import Any
 
 import pytest
