@@ -91,6 +91,13 @@ class JobRunner:
         self._parsed[job.name] = (job.schedule, job.time_zone, parsed)
         return parsed
 
+    def reload(self) -> None:
+        """Forget every cached job and derived time (after writes that bypassed
+        :meth:`forget`, e.g. a bulk import)."""
+        self._jobs = None
+        self._next.clear()
+        self._parsed.clear()
+
     def forget(self, name: str) -> None:
         """Drop derived state for a job that changed or went away (re-read from the store)."""
         self._next.pop(name, None)
