@@ -9,14 +9,15 @@ Everything else (next fire times, parsed schedules) is derived and rebuilt after
 
 from __future__ import annotations
 
+import heapq
 import logging
 from collections.abc import Mapping
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from scheduler.batch import dag
 from scheduler.batch.engine import after_attempt, launchable, plan_occurrences
-from scheduler.batch.schedule import Schedule, parse_schedule
+from scheduler.batch.schedule import Schedule, next_fire, parse_schedule
 from scheduler.events import DROMOS, EventBus
 from scheduler.model.job import (
     JobRun,
@@ -66,9 +67,15 @@ class JobRunner:
         self.store = store
         self.runtime = runtime
         self.bus = bus
+        # Derived, rebuilt after a restart: the next fire time per job (None: never), a heap
+        # of (time, name) over it with lazy deletion, and the jobs whose time is unknown.
         self._next: dict[str, datetime | None] = {}
+        self._heap: list[tuple[datetime, str]] = []
+        self._unknown: set[str] = set()
+        self._all_unknown = True
         self._parsed: dict[str, tuple[str, str, Schedule]] = {}
         self._jobs: dict[str, JobSpec] | None = None
+        self._graph: Any = None
         self.waiting: dict[str, RejectionSummary] = {}
 
     def jobs(self) -> dict[str, JobSpec]:
@@ -95,12 +102,29 @@ class JobRunner:
         """Forget every cached job and derived time (after writes that bypassed
         :meth:`forget`, e.g. a bulk import)."""
         self._jobs = None
+        self._graph = None
         self._next.clear()
+        self._heap.clear()
+        self._unknown.clear()
+        self._all_unknown = True
         self._parsed.clear()
+
+    def graph(self) -> Any:
+        """The dependency graph of all jobs, cached until a job changes."""
+        if self._graph is None:
+            self._graph = dag.build_graph(self.jobs().values())
+        return self._graph
+
+    def _set_next(self, name: str, when: datetime | None) -> None:
+        self._next[name] = when
+        if when is not None:
+            heapq.heappush(self._heap, (when, name))
 
     def forget(self, name: str) -> None:
         """Drop derived state for a job that changed or went away (re-read from the store)."""
         self._next.pop(name, None)
+        self._unknown.add(name)
+        self._graph = None
         self._parsed.pop(name, None)
         self.waiting.pop(name, None)
         if self._jobs is not None:
@@ -118,8 +142,13 @@ class JobRunner:
         return self._next.get(name)
 
     def next_wake(self) -> datetime | None:
-        """The earliest moment any job needs attention (a fire time or a retry)."""
-        times = [t for t in self._next.values() if t is not None]
+        """The earliest moment any job needs attention (a fire time or a retry); the epoch
+        when some job's next fire time is not computed yet (the next pass computes it)."""
+        if self._all_unknown or self._unknown:
+            return datetime.min.replace(tzinfo=UTC)
+        while self._heap and self._next.get(self._heap[0][1]) != self._heap[0][0]:
+            heapq.heappop(self._heap)  # stale entry: the job changed or fired since
+        times = [self._heap[0][0]] if self._heap else []
         for r in self.store.list_runs(statuses=frozenset({RunStatus.QUEUED})):
             if r.not_before is not None:
                 times.append(r.not_before)
@@ -192,8 +221,11 @@ class JobRunner:
                         jobs: Mapping[str, JobSpec], soft_error: bool = False) -> list[str]:
         """Feed a parent's final result to the graph; create runs for children now ready.
         Call inside a store transaction. Returns the triggered children."""
-        graph = dag.build_graph(jobs.values())
-        counters = {child: self.edges(child) for child in dag.children_of(graph, parent)}
+        graph = self.graph() if jobs is self._jobs else dag.build_graph(jobs.values())
+        children = dag.children_of(graph, parent)
+        if not children:
+            return []
+        counters = {child: self.edges(child) for child in children}
         new_counters, ready = dag.on_parent_finished(graph, jobs, parent, succeeded,
                                                      soft_error, counters)
         for child, edges in new_counters.items():
@@ -210,17 +242,31 @@ class JobRunner:
         return run
 
     def _fire_due(self, now: datetime, jobs: Mapping[str, JobSpec]) -> None:
-        for name in list(self._next):
-            if name not in jobs:
-                self._next.pop(name, None)
-        due = []
-        for name, job in jobs.items():
-            if not job.schedule or job.disabled:
+        if self._all_unknown:
+            self._unknown.update(jobs)
+            self._all_unknown = False
+        # Jobs whose next fire time is unknown (new, changed, or after a restart): compute it
+        # from the schedule and the last handled occurrence alone, without touching run
+        # history, so a restart with thousands of jobs stays cheap.
+        for name in sorted(self._unknown):
+            job = jobs.get(name)
+            if job is None or not job.schedule or job.disabled:
                 self._next[name] = None
                 continue
-            nxt = self._next.get(name, now)
-            if nxt is not None and nxt <= now:
-                due.append(job)
+            schedule = self.schedule_of(job)
+            assert schedule is not None
+            self._set_next(name, next_fire(schedule, self.last_handled(name), now))
+        self._unknown.clear()
+        due: list[JobSpec] = []
+        while self._heap and self._heap[0][0] <= now:
+            when, name = heapq.heappop(self._heap)
+            if self._next.get(name) != when:
+                continue  # stale entry
+            job = jobs.get(name)
+            if job is None or not job.schedule or job.disabled:
+                self._next[name] = None
+                continue
+            due.append(job)
         if not due:
             return
         # One transaction for all jobs due in this pass: the runs, the handled marks and the
@@ -242,7 +288,8 @@ class JobRunner:
                     self.store.put_job(disabled)
                     if self._jobs is not None:
                         self._jobs[job.name] = disabled
-                self._next[job.name] = None if plan.exhausted else plan.next_fire
+                    self._graph = None
+                self._set_next(job.name, None if plan.exhausted else plan.next_fire)
 
     def _launch(self, now: datetime, jobs: Mapping[str, JobSpec], placer: Placer) -> None:
         queued = self.store.list_runs(statuses=frozenset({RunStatus.QUEUED}))
