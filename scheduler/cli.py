@@ -44,7 +44,8 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--host", default="127.0.0.1", help="address to listen on")
     serve.add_argument("--port", type=int, default=8080)
     serve.add_argument("--state-dir", default=".dromos", help="SQLite state, task sandboxes")
-    serve.add_argument("--runtime", choices=["local"], default="local")
+    serve.add_argument("--runtime", choices=["local", "docker"], default="local",
+                       help="local processes, or containers on a Docker Engine")
     serve.add_argument("--nodes", help="JSON or YAML list of nodes (default: this machine)")
     serve.add_argument("--auth-token", help="require 'Authorization: token=<t>' (or Bearer)")
     serve.add_argument("--basic-auth", help="require HTTP Basic user:password")

@@ -2,7 +2,7 @@
 
 ``runtime_factory`` is parametrised over the backends in ``BACKENDS``. Calling it makes a
 fresh runtime instance over the *same* state (directory, containers, pods), which is how the
-suite simulates a restart of Dromos. To add a backend (docker, kubernetes), add a
+suite simulates a restart of Dromos. To add a backend (e.g. kubernetes), add a
 :class:`Backend` entry: how to make a runtime over a state directory, how to read a task's
 stdout, how to remove everything it started, and whether it is usable on this machine.
 
@@ -30,6 +30,12 @@ from scheduler.model.task import Task, TaskState, new_task_id
 from scheduler.runtimes.base import Observation, Runtime, launch_spec
 from scheduler.runtimes.executor import EXECUTOR_FILE, STDOUT_FILE, process_alive
 from scheduler.runtimes.local import LocalRuntime, reap_executors
+from tests.runtimes.docker_support import (
+    cleanup_docker_state,
+    docker_stdout,
+    docker_unavailable,
+    make_docker_runtime,
+)
 
 T = TypeVar("T")
 
@@ -99,6 +105,15 @@ BACKENDS: dict[str, Backend] = {
         make=lambda state_dir: LocalRuntime(state_dir),
         stdout=_local_stdout,
         cleanup=cleanup_local_state,
+    ),
+    # Containers on a real Docker Engine, started (and the busybox test image built) by
+    # tests/support/docker-setup.sh; apps without a container run in that image.
+    "docker": Backend(
+        name="docker",
+        make=make_docker_runtime,
+        stdout=docker_stdout,
+        cleanup=cleanup_docker_state,
+        unavailable=docker_unavailable,
     ),
 }
 
