@@ -45,7 +45,10 @@ def create_app(
 
     @app.exception_handler(Conflict)
     async def _conflict(_: Request, e: Conflict) -> JSONResponse:
-        return JSONResponse({"message": str(e), "deployments": []}, status_code=409)
+        return JSONResponse(
+            {"message": str(e), "deployments": [{"id": d} for d in e.deployments]},
+            status_code=409,
+        )
 
     @app.exception_handler(RequestValidationError)
     async def _invalid_request(_: Request, e: RequestValidationError) -> JSONResponse:

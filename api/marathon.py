@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import uuid
 from collections.abc import Iterable
 from datetime import datetime
 from typing import Any
@@ -92,7 +93,7 @@ def app_json(o: Orchestrator, spec: AppSpec, embed: set[str],
     if "counts" in embed or "tasks" in embed:
         out.update(_counts(o, spec, tasks))
     if "deployments" in embed or "tasks" in embed:
-        out["deployments"] = []
+        out["deployments"] = [{"id": d.id} for d in o.deployments_of(spec.id)]
     if "readiness" in embed:
         out["readinessCheckResults"] = []
     if "tasks" in embed:
@@ -275,9 +276,8 @@ def put_app(request: Request, app_id: str, body: dict[str, Any] = AppBody,
             force: str | None = None, partialUpdate: str | None = None) -> JSONResponse:
     o = orch(request)
     aid = app_id_from_path(app_id)
-    qbool(force)
     spec = _updated_spec(o, aid, body, qbool(partialUpdate, default=True))
-    stored, deployment_id, created = o.update_app(spec)
+    stored, deployment_id, created = o.update_app(spec, force=qbool(force))
     if created:
         return JSONResponse(app_json(o, stored, {"counts", "deployments", "tasks"}),
                             status_code=201, headers={"Location": f"/v2/apps{stored.id}",
@@ -291,17 +291,42 @@ def patch_app(request: Request, app_id: str, body: dict[str, Any] = AppBody,
     o = orch(request)
     aid = app_id_from_path(app_id)
     o.app(aid)
-    qbool(force)
-    stored, deployment_id, _ = o.update_app(_updated_spec(o, aid, body, True))
+    stored, deployment_id, _ = o.update_app(_updated_spec(o, aid, body, True),
+                                            force=qbool(force))
     return _deployment_response(stored.version or "", deployment_id)
 
 
 @router.delete("/v2/apps/{app_id:path}")
 def delete_app(request: Request, app_id: str, force: str | None = None) -> JSONResponse:
     o = orch(request)
-    qbool(force)
-    deployment_id = o.delete_app(app_id_from_path(app_id))
+    deployment_id = o.delete_app(app_id_from_path(app_id), force=qbool(force))
     return _deployment_response(iso(o.clock.now()), deployment_id)
+
+
+@router.post("/v2/apps/{app_id:path}/restart")
+def restart_app(request: Request, app_id: str, force: str | None = None) -> JSONResponse:
+    """Replace every task by a rolling restart (honouring upgradeStrategy)."""
+    o = orch(request)
+    stored, deployment_id = o.restart_app(app_id_from_path(app_id), force=qbool(force))
+    return _deployment_response(stored.version or "", deployment_id)
+
+
+@router.get("/v2/deployments")
+def list_deployments(request: Request) -> list[dict[str, Any]]:
+    return [d.to_marathon() for d in orch(request).deployments()]
+
+
+@router.delete("/v2/deployments/{deployment_id}")
+def cancel_deployment(request: Request, deployment_id: str,
+                      force: str | None = None) -> Response:
+    """Cancel: roll back (200 + the rollback deployment), or with force stop in place (202)."""
+    o = orch(request)
+    rollback = o.cancel_deployment(deployment_id, force=qbool(force))
+    if qbool(force):
+        return Response(status_code=202)
+    if rollback is None:
+        return _deployment_response(iso(o.clock.now()), str(uuid.uuid4()))
+    return _deployment_response(rollback.version, rollback.id)
 
 
 # ------------------------------------------------------------------ tasks, queue, info

@@ -20,6 +20,7 @@ from scheduler.batch.schedule import latest_at_or_before
 from scheduler.clock import Clock
 from scheduler.events import DROMOS, EventBus
 from scheduler.model.app import AppSpec
+from scheduler.model.deployment import Deployment
 from scheduler.model.health import HealthCheck, HealthResult
 from scheduler.model.job import JobRun, JobSpec, RunStatus
 from scheduler.model.node import Node
@@ -30,7 +31,9 @@ from scheduler.placement.pipeline import Placer
 from scheduler.placement.plan import ClusterSnapshot, PlacedTask, RejectionSummary, Strategy
 from scheduler.runtimes.base import Runtime, RuntimeUnavailable, launch_spec
 from scheduler.services.backoff import Backoff
+from scheduler.services.deployment import app_converged, steps_for_change
 from scheduler.services.health import HealthMonitor, task_health
+from scheduler.services.readiness import readiness_as_checks
 from scheduler.services.reconciler import reconcile
 from scheduler.store.base import AlreadyExists, StateStore
 
@@ -42,7 +45,13 @@ class NotFound(Exception):
 
 
 class Conflict(Exception):
-    """The write clashes with existing state (e.g. an app id that exists)."""
+    """The write clashes with existing state (e.g. an app id that exists).
+
+    ``deployments`` names the deployments that lock the app, when that is the reason."""
+
+    def __init__(self, message: str, deployments: Sequence[str] = ()) -> None:
+        super().__init__(message)
+        self.deployments = list(deployments)
 
 
 @dataclass
@@ -101,6 +110,12 @@ class Orchestrator:
         self._wake = threading.Event()
         self._thread: threading.Thread | None = None
         self.jobs = JobRunner(store, runtime, bus)
+        # Active deployments, persisted (meta "deployments") in the same transaction as the
+        # app writes that start them, so a restart resumes them.
+        self._deployments: dict[str, Deployment] = {
+            d["id"]: Deployment.from_json(d) for d in (store.get_meta("deployments") or [])
+        }
+        self._ready: dict[str, bool] = {}
         if health is not None:
             saved = store.get_meta("health")
             if saved:
@@ -171,9 +186,13 @@ class Orchestrator:
 
     def create_app(self, spec: AppSpec) -> AppSpec:
         """Store a new app; the control loop starts its tasks. Raises :class:`Conflict`."""
+        return self._create_app(spec)[0]
+
+    def _create_app(self, spec: AppSpec) -> tuple[AppSpec, Deployment]:
         with self._lock:
             now = self.clock.now()
             stored = spec.model_copy(update={"version": self._next_version(spec.id, now)})
+            deployment = self._new_deployment(None, stored, False, False, now)
             try:
                 with self.store.atomic():
                     self.store.create_app(stored)
@@ -181,52 +200,75 @@ class Orchestrator:
                         _meta_key("versionInfo", spec.id),
                         {"lastScalingAt": stored.version, "lastConfigChangeAt": stored.version},
                     )
+                    self._save_deployments({**self._deployments, deployment.id: deployment})
             except AlreadyExists:
                 raise Conflict(
                     f"An app with id [{spec.id}] already exists."
                 ) from None
             self.bus.publish("api_post_event", now, clientIp=None, uri=f"/v2/apps{spec.id}",
                              appDefinition=stored.to_marathon())
-            return stored
+            self._deployment_started(deployment, now)
+            return stored, deployment
 
-    def update_app(self, spec: AppSpec) -> tuple[AppSpec, str, bool]:
+    def update_app(self, spec: AppSpec, force: bool = False,
+                   restart: bool = False) -> tuple[AppSpec, str, bool]:
         """Store ``spec`` as the app's new definition (creating it if new).
 
         Returns (stored spec, deployment id, created). A change of ``instances`` only is a
-        scaling (running tasks stay); any other change replaces tasks by a rolling restart.
+        scaling (running tasks stay); any other change, or ``restart``, replaces tasks by a
+        rolling restart. An app locked by a running deployment raises :class:`Conflict`
+        unless ``force``, which supersedes that deployment.
         """
         with self._lock:
             now = self.clock.now()
             old = self.store.get_app(spec.id)
             if old is None:
-                return self.create_app(spec), str(uuid.uuid4()), True
+                created, deployment = self._create_app(spec)
+                return created, deployment.id, True
+            superseded = self._check_lock(spec.id, force)
             stored = spec.model_copy(update={"version": self._next_version(spec.id, now)})
             info = self.version_info(spec.id)
             scaling_only = _without(old) == _without(stored)
             info["lastScalingAt"] = stored.version or ""
-            if not scaling_only or "lastConfigChangeAt" not in info:
+            if restart or not scaling_only or "lastConfigChangeAt" not in info:
                 info["lastConfigChangeAt"] = stored.version or ""
+            deployment = self._new_deployment(old, stored, scaling_only, restart, now)
+            remaining = {k: v for k, v in self._deployments.items() if k not in superseded}
             with self.store.atomic():
                 self.store.put_app(stored)
                 self.store.put_meta(_meta_key("versionInfo", spec.id), info)
+                self._save_deployments({**remaining, deployment.id: deployment})
             self.bus.publish("api_post_event", now, clientIp=None, uri=f"/v2/apps{spec.id}",
                              appDefinition=stored.to_marathon())
-            return stored, str(uuid.uuid4()), False
+            self._deployment_started(deployment, now)
+            return stored, deployment.id, False
 
-    def delete_app(self, app_id: str) -> str:
+    def restart_app(self, app_id: str, force: bool = False) -> tuple[AppSpec, str]:
+        """Replace every task by a rolling restart (a new version, same configuration)."""
+        with self._lock:
+            stored, deployment_id, _ = self.update_app(self.app(app_id), force=force,
+                                                       restart=True)
+            return stored, deployment_id
+
+    def delete_app(self, app_id: str, force: bool = False) -> str:
         """Delete the app and kill its tasks. Returns a deployment id."""
         with self._lock:
-            self.app(app_id)
+            old = self.app(app_id)
+            superseded = self._check_lock(app_id, force)
             now = self.clock.now()
+            deployment = self._new_deployment(old, None, False, False, now)
+            remaining = {k: v for k, v in self._deployments.items() if k not in superseded}
             with self.store.atomic():
                 self.store.delete_app(app_id)
                 for kind in ("versionInfo", "backoff", "lastTaskFailure"):
                     self.store.put_meta(_meta_key(kind, app_id), None)
+                self._save_deployments({**remaining, deployment.id: deployment})
+            self._deployment_started(deployment, now)
             for t in self.tasks(app_id):
                 self._kill(t, "app deleted", now)
             self._queue.pop(app_id, None)
             self.bus.publish("app_terminated_event", now, appId=app_id)
-            return str(uuid.uuid4())
+            return deployment.id
 
     def kill_tasks(self, app_id: str, task_ids: Sequence[str] | None = None,
                    host: str | None = None, scale: bool = False) -> list[Task]:
@@ -247,13 +289,145 @@ class Orchestrator:
             now = self.clock.now()
             if scale and tasks:
                 self.update_app(spec.model_copy(
-                    update={"instances": max(0, spec.instances - len(tasks))}))
+                    update={"instances": max(0, spec.instances - len(tasks))}), force=True)
             return [self._kill(t, "killed by request", now) for t in tasks]
 
     def reset_delay(self, app_id: str) -> None:
         with self._lock:
             self.app(app_id)
             self.store.put_meta(_meta_key("backoff", app_id), None)
+
+    # ------------------------------------------------------------------ deployments
+
+    def deployments(self) -> list[Deployment]:
+        with self._lock:
+            return sorted(self._deployments.values(), key=lambda d: (d.version, d.id))
+
+    def deployments_of(self, app_id: str) -> list[Deployment]:
+        return [d for d in self.deployments() if app_id in d.affected_apps]
+
+    def _check_lock(self, app_id: str, force: bool) -> set[str]:
+        """The deployments locking ``app_id``; raise :class:`Conflict` unless ``force``."""
+        locking = {d.id for d in self._deployments.values() if app_id in d.affected_apps}
+        if locking and not force:
+            raise Conflict(
+                "App is locked by one or more deployments. Override with the option "
+                "'?force=true'. View details at '/v2/deployments/<DEPLOYMENT_ID>'.",
+                sorted(locking),
+            )
+        return locking
+
+    def _new_deployment(self, old: AppSpec | None, new: AppSpec | None, scaling_only: bool,
+                        restart: bool, now: datetime) -> Deployment:
+        spec = new or old
+        assert spec is not None
+        timeout = spec.upgradeStrategy.timeout_seconds
+        return Deployment(
+            id=str(uuid.uuid4()), version=(new.version if new else None) or iso(now),
+            started_at=now, steps=steps_for_change(old, new, scaling_only, restart),
+            original={spec.id: old.version if old else None},
+            target={spec.id: new.version if new else None},
+            timeout_at=now + timedelta(seconds=timeout),
+            auto_rollback=bool(spec.upgradeStrategy.autoRollback),
+        )
+
+    def _save_deployments(self, deployments: dict[str, Deployment]) -> None:
+        """Persist the active deployments (call inside the transaction that changes apps)."""
+        self.store.put_meta("deployments", [d.to_json() for d in deployments.values()])
+        self._deployments = dict(deployments)
+
+    def _deployment_started(self, d: Deployment, now: datetime) -> None:
+        self.bus.publish("deployment_info", now, plan=self._plan_json(d),
+                         currentStep={"actions": d.to_marathon()["currentActions"]})
+        self.wake()
+
+    def _plan_json(self, d: Deployment) -> dict[str, Any]:
+        m = d.to_marathon()
+        return {"id": d.id, "version": d.version, "steps": m["steps"],
+                "original": {"apps": [{"id": a, "version": v} for a, v in d.original.items()]},
+                "target": {"apps": [{"id": a, "version": v} for a, v in d.target.items()
+                                    if v is not None]}}
+
+    def cancel_deployment(self, deployment_id: str, force: bool = False) -> Deployment | None:
+        """Cancel a deployment. With ``force`` it just stops (apps stay as they are now);
+        otherwise a rollback deployment restores every affected app's previous version (an
+        app the deployment created is deleted). Returns the rollback deployment, if any."""
+        with self._lock:
+            d = self._deployments.get(deployment_id)
+            if d is None:
+                raise NotFound(f"Deployment '{deployment_id}' does not exist")
+            now = self.clock.now()
+            with self.store.atomic():
+                self._save_deployments({k: v for k, v in self._deployments.items()
+                                        if k != deployment_id})
+            self.bus.publish("deployment_failed", now, id=d.id, plan=self._plan_json(d),
+                             reason="cancelled")
+            if force:
+                return None
+            return self._rollback(d)
+
+    def _rollback(self, d: Deployment) -> Deployment | None:
+        last: Deployment | None = None
+        for app_id, version in d.original.items():
+            current = self.store.get_app(app_id)
+            if version is None:
+                if current is not None:
+                    dep_id = self.delete_app(app_id, force=True)
+                    last = self._deployments[dep_id]
+                continue
+            previous = self.store.get_app_version(app_id, version)
+            if previous is None:
+                continue
+            _, dep_id, _ = self.update_app(previous.model_copy(update={"version": None}),
+                                           force=True)
+            last = self._deployments[dep_id]
+        return last
+
+    def _progress_deployments(self, now: datetime, health: dict[str, bool | None]) -> None:
+        """Finish converged deployments; fail (and maybe roll back) timed-out ones."""
+        if not self._deployments:
+            return
+        tasks_by_app: dict[str, list[Task]] = {}
+        for t in self.store.list_tasks():
+            tasks_by_app.setdefault(t.app_id, []).append(t)
+        done: list[Deployment] = []
+        failed: list[Deployment] = []
+        for d in list(self._deployments.values()):
+            converged = True
+            for app_id in d.affected_apps:
+                spec = self.store.get_app(app_id)
+                if (spec.version if spec else None) != d.target.get(app_id, None) and \
+                        app_id in d.target:
+                    # The app moved on (e.g. a forced update): this deployment is superseded.
+                    continue
+                cfg = (self.version_info(app_id).get("lastConfigChangeAt") or
+                       (spec.version if spec else "") or "")
+                if not app_converged(spec, cfg, tasks_by_app.get(app_id, []), health,
+                                     self._ready):
+                    converged = False
+            if converged:
+                done.append(d)
+            elif d.timeout_at is not None and now >= d.timeout_at:
+                failed.append(d)
+        if not done and not failed:
+            return
+        finished = {d.id for d in done + failed}
+        with self.store.atomic():
+            self._save_deployments({k: v for k, v in self._deployments.items()
+                                    if k not in finished})
+        for d in done:
+            for i, step in enumerate(d.steps):
+                self.bus.publish("deployment_step_success", now, plan=self._plan_json(d),
+                                 currentStep={"actions": [{"action": a.value, "app": app}
+                                                          for a, app in step]}, step=i + 1)
+            self.bus.publish("deployment_success", now, id=d.id, plan=self._plan_json(d))
+        for d in failed:
+            self.bus.publish("deployment_step_failure", now, plan=self._plan_json(d),
+                             currentStep={"actions": d.to_marathon()["currentActions"]})
+            self.bus.publish("deployment_failed", now, id=d.id, plan=self._plan_json(d),
+                             reason="timed out")
+            if d.auto_rollback:
+                self._rollback(d)
 
     # ------------------------------------------------------------------ jobs
 
@@ -401,6 +575,7 @@ class Orchestrator:
                 self._mark_unavailable(e)
                 return report
             self._reconcile_all(now, health, unhealthy, report, placer)
+            self._progress_deployments(now, health)
             if self.health is not None:
                 self.store.put_meta("health", self.health.export_state())
             return report
@@ -475,18 +650,27 @@ class Orchestrator:
         if self.health is None:
             return health, unhealthy
         targets: list[tuple[Task, Sequence[HealthCheck]]] = []
+        n_health: dict[str, int] = {}
         for t in self.store.list_tasks():
             if t.state is not TaskState.RUNNING or t.kill_requested_at is not None:
                 continue
             spec = self._spec_at(t.app_id, t.version)
-            if spec and spec.healthChecks:
-                targets.append((t, spec.healthChecks))
+            if spec and (spec.healthChecks or spec.readinessChecks):
+                targets.append((t, [*spec.healthChecks, *readiness_as_checks(spec)]))
+                n_health[t.id] = len(spec.healthChecks)
         self.health.sync(targets)
+        ready: dict[str, bool] = {}
         for t, checks in targets:
-            health[t.id] = task_health(self.health.results(t.id)[: len(checks)])
+            results = self.health.results(t.id)
+            k = n_health[t.id]
+            if k:
+                health[t.id] = task_health(results[:k])
+            if len(checks) > k:
+                ready[t.id] = task_health(results[k:len(checks)]) is True
+        self._ready = ready
         for task_id, idx, result in self.health.drain_changes():
             task = self.store.get_task(task_id)
-            if task is None:
+            if task is None or idx >= n_health.get(task_id, 0):
                 continue
             self.bus.publish("health_status_changed_event", now, appId=task.app_id,
                              taskId=task_id, instanceId=task_id, version=task.version,
@@ -531,11 +715,31 @@ class Orchestrator:
         by_app: dict[str, list[Task]] = {}
         for t in tasks:
             by_app.setdefault(t.app_id, []).append(t)
+        # A task counts as up for rolling upgrades once healthy AND ready (readiness checks
+        # gate the kill of old tasks, as in Marathon).
+        up: dict[str, bool | None] = dict(health)
+        for task_id, is_ready in self._ready.items():
+            if not is_ready:
+                up[task_id] = False
+            elif task_id not in up:
+                up[task_id] = None
+        converged = {}
+        for app_id, spec in apps.items():
+            cfg = self.version_info(app_id).get("lastConfigChangeAt") or spec.version or ""
+            converged[app_id] = app_converged(spec, cfg, by_app.get(app_id, []), health,
+                                              self._ready)
         for app_id, spec in sorted(apps.items()):
             info = self.version_info(app_id)
             cfg = info.get("lastConfigChangeAt") or spec.version or ""
-            result = reconcile(spec, cfg, by_app.get(app_id, []), health, unhealthy,
-                               self.backoff(app_id), placer, now)
+            # Dependencies start first: an app launches nothing until every app it depends
+            # on (directly, by id or group prefix) exists and has converged.
+            deps = [a for d in spec.dependencies for a in apps
+                    if a == d or a.startswith(d.rstrip("/") + "/")]
+            hold = any(not converged.get(a, False) for a in deps) or any(
+                not any(a == d or a.startswith(d.rstrip("/") + "/") for a in apps)
+                for d in spec.dependencies)
+            result = reconcile(spec, cfg, by_app.get(app_id, []), up, unhealthy,
+                               self.backoff(app_id), placer, now, hold_launches=hold)
             for k in result.kills:
                 task = self.store.get_task(k.task_id)
                 if task is None:

@@ -123,9 +123,20 @@ class Container(BaseModel):
 
 
 class UpgradeStrategy(BaseModel):
+    """Marathon's two capacities, plus two Dromos fields (written back only when set, so
+    strict clients never see them unless the user asked for them):
+    ``deploymentTimeoutSeconds`` (a deployment that has not converged by then fails; default
+    600 s) and ``autoRollback`` (a failed deployment rolls back to the previous version)."""
+
     model_config = ConfigDict(extra="forbid", frozen=True)
     minimumHealthCapacity: float = Field(default=1.0, ge=0, le=1)
     maximumOverCapacity: float = Field(default=1.0, ge=0, le=1)
+    deploymentTimeoutSeconds: float | None = Field(default=None, ge=1)
+    autoRollback: bool | None = None
+
+    @property
+    def timeout_seconds(self) -> float:
+        return self.deploymentTimeoutSeconds if self.deploymentTimeoutSeconds else 600.0
 
 
 class AppSpec(BaseModel):
@@ -258,6 +269,8 @@ class AppSpec(BaseModel):
             out["portDefinitions"] = port_defs
         out["ports"] = [p["port"] for p in port_defs]
         out["healthChecks"] = [hc.to_json() for hc in self.healthChecks]
+        out["upgradeStrategy"] = {k: v for k, v in out["upgradeStrategy"].items()
+                                  if v is not None}
         if out["container"] is None:
             out.pop("container")
         for key in ("acceptedResourceRoles", "ipAddress", "residency", "taskRateLimit",

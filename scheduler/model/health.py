@@ -99,6 +99,14 @@ class ReadinessCheck(BaseModel):
     httpStatusCodesForReady: list[int] = Field(default_factory=lambda: [200], min_length=1)
     preserveLastResponse: bool = False
 
+    @model_validator(mode="after")
+    def _codes(self) -> ReadinessCheck:
+        # Dromos probes readiness with the health monitor's HTTP rule (ready = 200-399).
+        bad = [c for c in self.httpStatusCodesForReady if not 200 <= c <= 399]
+        if bad:
+            raise ValueError(f"httpStatusCodesForReady outside 200-399 is not supported: {bad}")
+        return self
+
 
 @dataclass(frozen=True)
 class HealthResult:

@@ -80,6 +80,7 @@ def reconcile(
     backoff: Backoff,
     placer: Placer,
     now: datetime,
+    hold_launches: bool = False,
 ) -> ReconcileResult:
     """Decide launches and kills for ``spec``.
 
@@ -90,6 +91,8 @@ def reconcile(
       ``ceil(n * minimumHealthCapacity)`` healthy tasks and at most
       ``floor(n * (1 + maximumOverCapacity))`` tasks (a surge of one when both are equal).
     - Launches respect ``backoff`` and are placed with ``placer`` (which reserves them).
+    - ``hold_launches``: launch nothing yet (the app's dependencies have not converged);
+      kills still happen.
     """
     kills: list[Kill] = []
     live = [t for t in tasks if t.state.active and t.kill_requested_at is None]
@@ -132,6 +135,9 @@ def reconcile(
         want = max(0, n - len(current))
 
     missing = max(0, n - len(current))
+    if hold_launches and want > 0:
+        return ReconcileResult(kills=tuple(kills), waiting=missing,
+                               notes=("waiting for dependencies",))
     if want == 0:
         return ReconcileResult(kills=tuple(kills), waiting=missing - want if not old else 0)
 

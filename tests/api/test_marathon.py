@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 from fastapi.testclient import TestClient
@@ -33,6 +34,15 @@ INFO_KEYS = frozenset(
 )
 
 SLEEPER = {"id": "/sleeper", "cmd": "sleep 600", "cpus": 0.1, "mem": 16}
+
+
+def settle(o: Orchestrator, timeout: float = 15.0) -> None:
+    """Run passes until no deployment is in progress (tasks start for real meanwhile)."""
+    deadline = time.monotonic() + timeout
+    while o.deployments():
+        assert time.monotonic() < deadline, f"deployments stuck: {o.deployments()}"
+        o.run_once(o.clock.now())
+        time.sleep(0.02)
 
 
 def post(client: TestClient, body: dict[str, Any]) -> Any:
@@ -103,7 +113,7 @@ def test_tasks_start_and_appear_with_marathon_shapes(client: TestClient,
 def test_put_scales_without_touching_running_tasks(client: TestClient,
                                                    orchestrator: Orchestrator) -> None:
     post(client, SLEEPER)
-    orchestrator.run_once(orchestrator.clock.now())
+    settle(orchestrator)
     before = {t.id for t in orchestrator.tasks("/sleeper")}
     orchestrator.clock.advance(1)  # type: ignore[attr-defined]
     r = client.put("/v2/apps/sleeper", json={"instances": 3})
@@ -115,9 +125,12 @@ def test_put_scales_without_touching_running_tasks(client: TestClient,
     assert before < after and len(after) == 3
 
 
-def test_put_merges_by_default_and_partial_update_false_replaces(client: TestClient) -> None:
+def test_put_merges_by_default_and_partial_update_false_replaces(
+        client: TestClient, orchestrator: Orchestrator) -> None:
     post(client, {**SLEEPER, "labels": {"team": "ds"}, "mem": 32})
+    settle(orchestrator)
     client.put("/v2/apps/sleeper", json={"instances": 0})
+    settle(orchestrator)
     app = client.get("/v2/apps/sleeper").json()["app"]
     assert app["labels"] == {"team": "ds"} and app["mem"] == 32 and app["instances"] == 0
     client.put("/v2/apps/sleeper?partialUpdate=False", json={"cmd": "sleep 5"})
@@ -131,14 +144,17 @@ def test_put_creates_with_201(client: TestClient) -> None:
     assert client.get("/v2/apps/fresh").status_code == 200
 
 
-def test_patch_merges(client: TestClient) -> None:
+def test_patch_merges(client: TestClient, orchestrator: Orchestrator) -> None:
     post(client, {**SLEEPER, "instances": 0})
+    settle(orchestrator)
     assert client.patch("/v2/apps/sleeper", json={"labels": {"a": "b"}}).status_code == 200
     assert client.get("/v2/apps/sleeper").json()["app"]["labels"] == {"a": "b"}
 
 
-def test_a_client_can_put_back_what_it_fetched(client: TestClient) -> None:
+def test_a_client_can_put_back_what_it_fetched(client: TestClient,
+                                               orchestrator: Orchestrator) -> None:
     post(client, {**SLEEPER, "instances": 0})
+    settle(orchestrator)
     fetched = client.get("/v2/apps/sleeper").json()["app"]
     fetched["mem"] = 48
     r = client.put("/v2/apps/sleeper", json=fetched)
@@ -149,8 +165,10 @@ def test_a_client_can_put_back_what_it_fetched(client: TestClient) -> None:
 def test_versions_are_kept_and_rollback_works(client: TestClient,
                                               orchestrator: Orchestrator) -> None:
     first = post(client, {**SLEEPER, "instances": 0}).json()["version"]
+    settle(orchestrator)
     orchestrator.clock.advance(1)  # type: ignore[attr-defined]
     client.put("/v2/apps/sleeper", json={"mem": 64})
+    settle(orchestrator)
     versions = client.get("/v2/apps/sleeper/versions").json()["versions"]
     assert len(versions) == 2 and versions[-1] == first
     old = client.get(f"/v2/apps/sleeper/versions/{first}").json()
@@ -161,8 +179,10 @@ def test_versions_are_kept_and_rollback_works(client: TestClient,
     assert len(client.get("/v2/apps/sleeper/versions").json()["versions"]) == 3
 
 
-def test_bad_update_is_rejected_and_the_app_is_unchanged(client: TestClient) -> None:
+def test_bad_update_is_rejected_and_the_app_is_unchanged(client: TestClient,
+                                                         orchestrator: Orchestrator) -> None:
     post(client, {**SLEEPER, "instances": 0})
+    settle(orchestrator)
     r = client.put("/v2/apps/sleeper", json={"cpus": -1})
     assert r.status_code == 422
     assert [d["path"] for d in r.json()["details"]] == ["/cpus"]
@@ -171,7 +191,7 @@ def test_bad_update_is_rejected_and_the_app_is_unchanged(client: TestClient) -> 
 
 def test_delete_app_kills_its_tasks(client: TestClient, orchestrator: Orchestrator) -> None:
     post(client, SLEEPER)
-    orchestrator.run_once(orchestrator.clock.now())
+    settle(orchestrator)
     r = client.delete("/v2/apps/sleeper")
     assert r.status_code == 200 and "deploymentId" in r.json()
     assert client.get("/v2/apps/sleeper").status_code == 404

@@ -54,16 +54,26 @@ def test_marathon_client_full_cycle(server: Server) -> None:
 
     got = wait_for(running, 30, "two running tasks via the client")
     assert {t.app_id for t in got.tasks} == {"/client-app"}
+    wait_for(lambda: not c.list_deployments(), 30, "the creating deployment to finish")
     assert [a.id for a in c.list_apps(label="via==client")] == ["/client-app"]
     assert len(c.list_tasks("client-app")) == 2
     c.scale_app("client-app", instances=1)
     wait_for(lambda: c.get_app("client-app").tasks_running == 1, 30, "scale down")
+    wait_for(lambda: not c.list_deployments(), 30, "the scaling deployment to finish")
     fetched = c.get_app("client-app")
     fetched.mem = 24  # clients PUT back the whole object they fetched
     c.update_app("client-app", fetched)
     assert c.get_app("client-app").mem == 24
+    deps = c.list_deployments()
+    assert [d.affected_apps for d in deps] == [["/client-app"]]
+    wait_for(lambda: not c.list_deployments(), 60, "the rolling upgrade to finish")
+    c.restart_app("client-app")
+    wait_for(lambda: not c.list_deployments(), 60, "the restart to finish")
     versions = c.list_versions("client-app")
-    assert len(versions) >= 3
+    assert len(versions) >= 4
+    c.rollback_app("client-app", versions[-1])
+    wait_for(lambda: c.get_app("client-app").mem == 16, 30, "rollback to the first version")
+    wait_for(lambda: not c.list_deployments(), 60, "the rollback to finish")
     assert c.get_info().name == "dromos"
     assert isinstance(c.list_queue(), list)
     c.delete_app("client-app")
