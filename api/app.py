@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -9,7 +10,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse, PlainTextResponse
 
-from api import chronos, marathon, status
+from api import chronos, events, groups, marathon, metrics, status, ui
 from api.auth import AuthMiddleware
 from scheduler import __version__
 from scheduler.config import Credentials
@@ -30,6 +31,8 @@ def create_app(
         description="Marathon-compatible /v2 API for services; status page at /.",
     )
     app.state.orchestrator = orchestrator
+    app.state.list_cache = {}
+    app.state.list_lock = threading.Lock()
     app.state.leader = leader
     app.state.port = int(leader.rsplit(":", 1)[-1]) if ":" in leader else 8080
     if credentials is not None and credentials.configured:
@@ -71,9 +74,13 @@ def create_app(
         return "pong"
 
     app.include_router(marathon.router)
+    app.include_router(groups.router)
+    app.include_router(events.router)
+    app.include_router(metrics.router)
     for router in chronos.routers:
         app.include_router(router)
     app.include_router(status.router)
+    app.include_router(ui.router)
     app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
     return app
 

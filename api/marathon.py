@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 import uuid
 from collections.abc import Iterable
@@ -16,7 +17,8 @@ from scheduler.model.app import AppSpec, normalize_app_id, parse_app
 from scheduler.model.task import Task, TaskState
 from scheduler.model.timefmt import iso
 from scheduler.model.validation import SpecError
-from scheduler.orchestrator import Orchestrator, QueueInfo
+from scheduler.orchestrator import NotFound, Orchestrator, QueueInfo
+from scheduler.services.service_ports import endpoints_text, service_ports
 
 router = APIRouter()
 
@@ -60,7 +62,7 @@ def task_json(o: Orchestrator, task: Task, spec: AppSpec | None) -> dict[str, An
         "id": task.id,
         "ipAddresses": [{"ipAddress": o.runtime.probe_host(task), "protocol": "IPv4"}],
         "ports": list(task.ports),
-        "servicePorts": [],
+        "servicePorts": service_ports(spec) if spec else [],
         "slaveId": task.host,
         "stagedAt": iso(task.staged_at),
         "startedAt": iso(task.started_at) if task.started_at else None,
@@ -83,7 +85,7 @@ def _counts(o: Orchestrator, spec: AppSpec, tasks: list[Task]) -> dict[str, int]
 def app_json(o: Orchestrator, spec: AppSpec, embed: set[str],
              tasks: list[Task] | None = None) -> dict[str, Any]:
     """The app as Marathon shows it; ``embed`` (lowercase, prefix-free) adds sections."""
-    out = spec.to_marathon()
+    out = o.marathon_json(spec)
     info = o.version_info(spec.id)
     out["versionInfo"] = {
         "lastScalingAt": info.get("lastScalingAt", spec.version),
@@ -165,10 +167,49 @@ def labels_match(labels: dict[str, str], selector: list[tuple[str, str, set[str]
 @router.get("/v2/apps")
 def list_apps(request: Request, cmd: str | None = None, id: str | None = None,
               label: str | None = None,
-              embed: list[str] = Query(default=[])) -> dict[str, Any]:  # noqa: B008
+              embed: list[str] = Query(default=[])) -> Response:  # noqa: B008
     o = orch(request)
     selector = parse_label_selector(label) if label else None
     wanted = parse_embed(embed) | {"counts", "deployments"}
+    # One read of all tasks for the whole list, not one query per app.
+    by_app: dict[str, list[Task]] = {}
+    for t in o.tasks():
+        by_app.setdefault(t.app_id, []).append(t)
+    # The response is a function of the definitions (apps_generation), the query, and the
+    # dynamic parts below; when none changed, the encoded bytes are served again. Listing
+    # 10,000 apps costs ~10 MB of JSON: rebuilding it for each of 50 concurrent clients is
+    # what made this route slow.
+    dynamic = tuple((app_id, tuple((t.id, t.state.value, t.started_at) for t in ts))
+                    for app_id, ts in sorted(by_app.items()))
+    key = (o.apps_generation, cmd, id, label, tuple(sorted(wanted)), dynamic,
+           tuple((d.id, tuple(d.affected_apps)) for d in o.deployments()),
+           _health_digest(o, by_app))
+    cache: dict[str, tuple[Any, bytes]] = request.app.state.list_cache
+    # One renderer at a time: concurrent clients asking for the same state wait for it and
+    # reuse the bytes instead of all rendering the same 10 MB at once.
+    with request.app.state.list_lock:
+        cached = cache.get("apps")
+        if cached is not None and cached[0] == key and "lasttaskfailure" not in wanted:
+            return Response(cached[1], media_type="application/json")
+        body = _render_list(o, cmd, id, selector, wanted, by_app)
+        cache["apps"] = (key, body)
+    return Response(body, media_type="application/json")
+
+
+def _health_digest(o: Orchestrator, by_app: dict[str, list[Task]]) -> tuple[Any, ...]:
+    out = []
+    for app_id, ts in sorted(by_app.items()):
+        try:
+            spec = o.app(app_id)
+        except NotFound:  # a task of a deleted app: no health to show
+            continue
+        out.append((app_id, tuple(o.is_healthy(t, spec) for t in ts)))
+    return tuple(out)
+
+
+def _render_list(o: Orchestrator, cmd: str | None, id: str | None,
+                 selector: list[tuple[str, str, set[str]]] | None, wanted: set[str],
+                 by_app: dict[str, list[Task]]) -> bytes:
     apps = []
     for spec in o.apps():
         if cmd and (spec.cmd is None or cmd not in spec.cmd):
@@ -177,8 +218,8 @@ def list_apps(request: Request, cmd: str | None = None, id: str | None = None,
             continue
         if selector and not labels_match(spec.labels, selector):
             continue
-        apps.append(app_json(o, spec, wanted))
-    return {"apps": apps}
+        apps.append(app_json(o, spec, wanted, by_app.get(spec.id, [])))
+    return json.dumps({"apps": apps}, separators=(",", ":")).encode()
 
 
 @router.post("/v2/apps", status_code=201)
@@ -332,11 +373,37 @@ def cancel_deployment(request: Request, deployment_id: str,
 # ------------------------------------------------------------------ tasks, queue, info
 
 
-@router.get("/v2/tasks")
-def list_tasks(request: Request, status: str | None = None) -> dict[str, Any]:
+def prefers_text(accept: str) -> bool:
+    """Whether an ``Accept`` header ranks ``text/plain`` above JSON (JSON wins ties and
+    ``*/*``, so clients that send nothing specific keep getting JSON)."""
+    text = json_q = 0.0
+    for item in accept.split(","):
+        media, *params = (p.strip() for p in item.split(";"))
+        q = 1.0
+        for p in params:
+            if p.startswith("q="):
+                try:
+                    q = float(p[2:])
+                except ValueError:
+                    q = 0.0
+        if media.lower() == "text/plain":
+            text = max(text, q)
+        elif media.lower() in ("application/json", "application/*", "*/*"):
+            json_q = max(json_q, q)
+    return text > json_q
+
+
+@router.get("/v2/tasks", response_model=None)
+def list_tasks(request: Request, status: str | None = None) -> dict[str, Any] | Response:
     o = orch(request)
     specs = {a.id: a for a in o.apps()}
     tasks = o.tasks()
+    if prefers_text(request.headers.get("accept", "")):
+        # Marathon's load-balancer lines (see endpoints_text); ``status`` does not apply.
+        text = endpoints_text(specs.values(), tasks,
+                              lambda t, spec: not spec.healthChecks or
+                              o.is_healthy(t, spec) is True, o.runtime.probe_host)
+        return Response(text, media_type="text/plain")
     if status:
         wanted = "TASK_" + status.upper().removeprefix("TASK_")
         tasks = [t for t in tasks if t.state.value == wanted]

@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 import uvicorn
 
 from api.app import create_app
 from scheduler.clock import SystemClock
 from scheduler.config import ConfigError, ServeConfig
-from scheduler.events import EventBus
+from scheduler.events import DROMOS, EventBus
 from scheduler.orchestrator import Orchestrator
 from scheduler.runtimes.base import Runtime
+from scheduler.services.balancer import Balancer
 from scheduler.services.health import HealthMonitor
 from scheduler.store.sqlite import SqliteStore
 
@@ -34,6 +36,16 @@ def build_runtime(config: ServeConfig) -> Runtime:
             return DockerRuntime(config.state_dir, list(config.nodes) if config.nodes else None)
         except ValueError as e:
             raise ConfigError(str(e)) from None
+    if config.runtime == "kubernetes":
+        from scheduler.runtimes.kubernetes import KubernetesRuntime
+
+        # Connects lazily, like docker. Nodes come from the cluster; a --nodes file only
+        # limits placement to the hostnames it lists (capacity and labels are the cluster's).
+        hosts = [n.hostname for n in config.nodes] if config.nodes else None
+        try:
+            return KubernetesRuntime(config.state_dir, hosts=hosts)
+        except ValueError as e:
+            raise ConfigError(str(e)) from None
     raise ConfigError(f"unknown runtime {config.runtime!r}")
 
 
@@ -42,14 +54,40 @@ def build_orchestrator(config: ServeConfig) -> Orchestrator:
     store = SqliteStore(config.state_dir / "dromos.db")
     runtime = build_runtime(config)
     clock = SystemClock()
-    return Orchestrator(store, runtime, EventBus(), clock,
-                        health=HealthMonitor(runtime, clock))
+    orchestrator = Orchestrator(store, runtime, EventBus(), clock,
+                                health=HealthMonitor(runtime, clock))
+    orchestrator.service_ports.port_range = config.service_ports
+    return orchestrator
+
+
+def build_balancer(config: ServeConfig, orchestrator: Orchestrator) -> Balancer | None:
+    """The built-in balancer, for runtimes whose tasks run on this machine (local, docker),
+    unless ``--service-bind off``. Bind failures go to the ``dromos`` event stream."""
+    if config.runtime not in ("local", "docker") or config.service_bind == "off":
+        return None
+    lo, hi = config.service_ports
+    for node in orchestrator.nodes():
+        # Tasks bind their host ports on this same machine: a shared number is a clash.
+        if any(a <= hi and lo <= b for a, b in node.ports):
+            log.warning("service ports %d-%d overlap node %s's ports: a task may fail to "
+                        "bind a port the balancer holds (or the reverse)", lo, hi,
+                        node.hostname)
+    bus, clock = orchestrator.bus, orchestrator.clock
+
+    def report(kind: str, payload: dict[str, Any]) -> None:
+        bus.publish(kind, clock.now(), stream=DROMOS, **payload)
+
+    return Balancer(config.service_bind, on_event=report)
 
 
 def serve(config: ServeConfig) -> int:
     """Serve until interrupted. Tasks keep running after exit; the next start adopts them."""
     orchestrator = build_orchestrator(config)
     app = create_app(orchestrator, config.credentials, leader=f"{config.host}:{config.port}")
+    balancer = build_balancer(config, orchestrator)
+    if balancer is not None:
+        balancer.start()
+        orchestrator.balancer = balancer
     orchestrator.start()
     log.info("Dromos on http://%s:%d (runtime %s, state %s)", config.host, config.port,
              config.runtime, config.state_dir)
@@ -57,4 +95,6 @@ def serve(config: ServeConfig) -> int:
         uvicorn.run(app, host=config.host, port=config.port, log_level="warning")
     finally:
         orchestrator.stop()
+        if balancer is not None:
+            balancer.stop()
     return 0

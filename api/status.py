@@ -1,43 +1,47 @@
-"""The status page: nodes, services, tasks and why instances wait. Server-rendered, escaped.
+"""The status page at ``/``: a shell that ``api/web/dromos.js`` fills and keeps live from
+``/ui/events`` (server-sent events; see :mod:`api.ui`).
 
-This is the foundation's page (refreshes itself every few seconds); the live SSE page replaces
-it later. Every user-provided string goes through :func:`html.escape`.
+What the server renders itself is little and escaped with :func:`html.escape`: the runtime's
+state in the header, and a plain ``<noscript>`` summary (nodes, apps with their commands and
+why instances wait, jobs) for a browser without JavaScript or a ``curl``. The page's script
+builds everything else with DOM text nodes, never HTML strings, and the page is served with a
+Content-Security-Policy that allows only its own script and styles: user text that slipped
+through as markup could still not run.
 """
 
 from __future__ import annotations
 
+from functools import cache
 from html import escape
 
 from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse
 
+from api.chronos import schedule_info
+from api.ui import WEB_DIR
+from scheduler import __version__
 from scheduler.model.resources import Resources, format_port_ranges
 from scheduler.model.task import TaskState
 from scheduler.orchestrator import Orchestrator
 
 router = APIRouter()
 
-_STYLE = """
-body{font:14px/1.4 system-ui,sans-serif;margin:0;background:#f6f7f9;color:#1d232b}
-header{background:#1d232b;color:#fff;padding:10px 20px}header b{font-size:18px}
-main{padding:16px 20px;display:grid;gap:16px}
-section{background:#fff;border:1px solid #dde1e6;border-radius:6px;padding:12px 16px}
-h2{font-size:15px;margin:0 0 8px}table{border-collapse:collapse;width:100%}
-td,th{text-align:left;padding:4px 8px;border-bottom:1px solid #eef0f2;vertical-align:top}
-th{font-weight:600;color:#5a6470}.bar{background:#e6e9ed;border-radius:3px;height:8px;width:120px}
-.bar i{display:block;height:8px;border-radius:3px;background:#3b82f6}
-.ok{color:#15803d}.bad{color:#b91c1c}.wait{color:#b45309}.muted{color:#6b7280}
-code{font-size:12px}
-"""
+CSP = ("default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+       "connect-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'")
 
 
-def _bar(used: float, total: float) -> str:
-    pct = 0 if total <= 0 else min(100, round(100 * used / total))
-    return (f'<div class="bar" title="{used:g} / {total:g}"><i style="width:{pct}%"></i></div>'
-            f'<span class="muted">{used:g} / {total:g}</span>')
+@cache
+def _template() -> str:
+    return (WEB_DIR / "index.html").read_text(encoding="utf-8")
 
 
-def render(o: Orchestrator) -> str:
+def _amount(used: float, total: float) -> str:
+    return f"{used:g} / {total:g}"
+
+
+def render_fallback(o: Orchestrator) -> str:
+    """The ``<noscript>`` summary: nodes, apps (command, instances, why waiting) and jobs,
+    every user-provided string escaped."""
     nodes = o.nodes()
     apps = o.apps()
     specs = {a.id: a for a in apps}
@@ -50,71 +54,70 @@ def render(o: Orchestrator) -> str:
         if spec:
             used[t.host] = used.get(t.host, Resources()) + spec.resources
         count[t.host] = count.get(t.host, 0) + 1
-    rows = []
-    for n in nodes:
-        u = used.get(n.hostname, Resources())
-        attrs = ", ".join(f"{escape(k)}={escape(v)}" for k, v in sorted(n.attributes.items()))
-        rows.append(
-            f"<tr><td><b>{escape(n.hostname)}</b><br><span class=muted>{attrs}</span></td>"
-            f"<td>{_bar(u.cpus, n.resources.cpus)}</td><td>{_bar(u.mem, n.resources.mem)}</td>"
-            f"<td>{_bar(u.disk, n.resources.disk)}</td>"
-            f"<td><code>{escape(format_port_ranges(n.ports))}</code></td>"
-            f"<td>{count.get(n.hostname, 0)}</td></tr>"
-        )
-    node_html = ("<table><tr><th>node</th><th>cpus</th><th>mem (MiB)</th><th>disk (MiB)</th>"
-                 "<th>ports</th><th>tasks</th></tr>" + "".join(rows) + "</table>")
+    node_rows = "".join(
+        f"<tr><td>{escape(n.hostname)}</td>"
+        f"<td>{escape(', '.join(f'{k}={v}' for k, v in sorted(n.attributes.items())))}</td>"
+        f"<td>{_amount(used.get(n.hostname, Resources()).cpus, n.resources.cpus)}</td>"
+        f"<td>{_amount(used.get(n.hostname, Resources()).mem, n.resources.mem)}</td>"
+        f"<td>{escape(format_port_ranges(n.ports))}</td>"
+        f"<td>{count.get(n.hostname, 0)}</td></tr>"
+        for n in nodes
+    )
     app_rows = []
     for spec in apps:
         ts = [t for t in tasks if t.app_id == spec.id]
         running = sum(t.state is TaskState.RUNNING for t in ts)
-        health = [o.is_healthy(t, spec) for t in ts]
-        healthy = sum(h is True for h in health)
         q = queue.get(spec.id)
         why = ""
         if q is not None:
-            reason = q.rejection.describe() if q.rejection else ""
+            reason = q.rejection.describe() if q.rejection else "waiting for a pass"
             if q.delayed_until is not None:
                 reason = f"launch delayed (backoff) until {q.delayed_until:%H:%M:%S}"
-            why = f'<span class="wait">{q.count} waiting: {escape(reason)}</span>'
-        hc = f"{healthy} healthy" if spec.healthChecks else "no health checks"
+            why = f"{q.count} waiting: {escape(reason)}"
         command = spec.cmd or " ".join(spec.args or [])
         app_rows.append(
-            f"<tr><td><b>{escape(spec.id)}</b><br><code>{escape(command)}</code></td>"
-            f"<td>{running} / {spec.instances} running</td><td>{hc}</td>"
-            f"<td class=muted>{escape(spec.version or '')}</td><td>{why}</td></tr>"
+            f"<tr><td>{escape(spec.id)}</td><td><code>{escape(command)}</code></td>"
+            f"<td>{running} / {spec.instances} running</td><td>{why}</td></tr>"
         )
-    app_html = ("<table><tr><th>app</th><th>instances</th><th>health</th><th>version</th>"
-                "<th>waiting</th></tr>" + "".join(app_rows) + "</table>") if apps else \
-        '<p class="muted">No apps yet. POST one to /v2/apps.</p>'
-    task_rows = []
-    for t in tasks:
-        spec = specs.get(t.app_id)
-        h = o.is_healthy(t, spec) if spec else None
-        hs = {True: '<span class="ok">healthy</span>', False: '<span class="bad">unhealthy</span>',
-              None: '<span class="muted">-</span>'}[h]
-        task_rows.append(
-            f"<tr><td><code>{escape(t.id)}</code></td><td>{escape(t.app_id)}</td>"
-            f"<td>{escape(t.host)}</td><td>{escape(','.join(map(str, t.ports)))}</td>"
-            f"<td>{escape(t.state.value)}</td><td>{hs}</td></tr>"
+    job_rows = []
+    for job in o.list_jobs():
+        words = schedule_info(o, job)["describe"]
+        job_rows.append(
+            f"<tr><td>{escape(job.name)}</td><td>{escape(words)}</td>"
+            f"<td>{escape(job.description)}</td>"
+            f"<td>{'disabled' if job.disabled else ''}</td></tr>"
         )
-    task_html = ("<table><tr><th>task</th><th>app</th><th>host</th><th>ports</th><th>state</th>"
-                 "<th>health</th></tr>" + "".join(task_rows) + "</table>") if tasks else \
-        '<p class="muted">No tasks.</p>'
-    runtime = (f'<span class="ok">{escape(o.runtime.name)} runtime</span>' if o.runtime_available
-               else f'<span class="bad">{escape(o.runtime.name)} runtime unavailable: '
-                    f'{escape(o.runtime_error or "")}</span>')
     return (
-        "<!doctype html><html><head><meta charset=utf-8><title>Dromos</title>"
-        '<meta http-equiv="refresh" content="3"><meta name=viewport content="width=device-width">'
-        f"<style>{_STYLE}</style></head><body><header><b>Dromos</b> &nbsp; {runtime}</header><main>"
-        f"<section><h2>Cluster</h2>{node_html}</section>"
-        f"<section><h2>Services</h2>{app_html}</section>"
-        f"<section><h2>Tasks</h2>{task_html}</section>"
-        "</main></body></html>"
+        "<div class=fallback><p>This page updates itself with JavaScript; below is a "
+        "snapshot. The same data as JSON: <a href=\"/ui/state\">/ui/state</a>.</p>"
+        "<h2>Cluster</h2><table><tr><th>node</th><th>attributes</th><th>cpus</th>"
+        f"<th>mem (MiB)</th><th>ports</th><th>tasks</th></tr>{node_rows}</table>"
+        "<h2>Services</h2><table><tr><th>app</th><th>command</th><th>instances</th>"
+        f"<th>waiting</th></tr>{''.join(app_rows)}</table>"
+        "<h2>Jobs</h2><table><tr><th>job</th><th>schedule</th><th>description</th><th></th>"
+        f"</tr>{''.join(job_rows)}</table></div>"
+    )
+
+
+def render(o: Orchestrator) -> str:
+    """The page: the template with the version, the runtime's state and the fallback."""
+    if o.runtime_available:
+        runtime_class, runtime_text = "ok", f"{o.runtime.name} runtime"
+    else:
+        runtime_class = "bad"
+        runtime_text = f"{o.runtime.name} runtime unavailable: {o.runtime_error or 'unknown'}"
+    return (
+        _template()
+        .replace("{{VERSION}}", escape(__version__))
+        .replace("{{RUNTIME_CLASS}}", runtime_class)
+        .replace("{{RUNTIME_TEXT}}", escape(runtime_text))
+        .replace("{{FALLBACK}}", render_fallback(o))
     )
 
 
 @router.get("/", response_class=HTMLResponse, include_in_schema=False)
-def status_page(request: Request) -> str:
+def status_page(request: Request) -> HTMLResponse:
     o: Orchestrator = request.app.state.orchestrator
-    return render(o)
+    return HTMLResponse(render(o), headers={"Content-Security-Policy": CSP,
+                                            "X-Content-Type-Options": "nosniff",
+                                            "Cache-Control": "no-cache"})

@@ -2,7 +2,7 @@
 
 10,000 jobs (``R1/<t>/PT1H``) with fire times spread uniformly over a window are loaded into
 a real orchestrator (SQLite store, synchronous=FULL) whose runtime launches nothing (it
-records the launch instant and reports the run finished). Skew = launch instant − scheduled
+records the launch instant and reports the run finished). Skew = launch instant - scheduled
 time. Baseline, in the same run: the same orchestrator with the precise wake-up disabled, i.e.
 a fixed 0.5 s polling loop (how a naive scheduler, or the services loop alone, would fire).
 
@@ -25,15 +25,15 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from scheduler.clock import SystemClock  # noqa: E402
-from scheduler.events import EventBus  # noqa: E402
-from scheduler.model.job import parse_job  # noqa: E402
-from scheduler.model.node import Node  # noqa: E402
-from scheduler.model.resources import Resources  # noqa: E402
-from scheduler.model.task import Task, TaskState  # noqa: E402
-from scheduler.orchestrator import Orchestrator  # noqa: E402
-from scheduler.runtimes.base import LaunchSpec, Observation  # noqa: E402
-from scheduler.store.sqlite import SqliteStore  # noqa: E402
+from scheduler.clock import SystemClock
+from scheduler.events import EventBus
+from scheduler.model.job import parse_job
+from scheduler.model.node import Node
+from scheduler.model.resources import Resources
+from scheduler.model.task import Task, TaskState
+from scheduler.orchestrator import Orchestrator
+from scheduler.runtimes.base import LaunchSpec, Observation
+from scheduler.store.sqlite import SqliteStore
 
 
 class NoopRuntime:

@@ -31,10 +31,12 @@ from scheduler.placement.pipeline import Placer
 from scheduler.placement.plan import ClusterSnapshot, PlacedTask, RejectionSummary, Strategy
 from scheduler.runtimes.base import Runtime, RuntimeUnavailable, launch_spec
 from scheduler.services.backoff import Backoff
+from scheduler.services.balancer import Balancer
 from scheduler.services.deployment import app_converged, steps_for_change
 from scheduler.services.health import HealthMonitor, task_health
 from scheduler.services.readiness import readiness_as_checks
 from scheduler.services.reconciler import reconcile
+from scheduler.services.service_ports import ServicePortAllocator
 from scheduler.store.base import AlreadyExists, StateStore
 
 log = logging.getLogger("dromos.orchestrator")
@@ -110,12 +112,22 @@ class Orchestrator:
         self._wake = threading.Event()
         self._thread: threading.Thread | None = None
         self.jobs = JobRunner(store, runtime, bus)
+        # Service ports, chosen on every create/update; and the built-in balancer listening
+        # on them (the server sets it on runtimes whose tasks run on this machine).
+        self.service_ports = ServicePortAllocator(store.list_apps)
+        self.balancer: Balancer | None = None
         # Active deployments, persisted (meta "deployments") in the same transaction as the
         # app writes that start them, so a restart resumes them.
         self._deployments: dict[str, Deployment] = {
             d["id"]: Deployment.from_json(d) for d in (store.get_meta("deployments") or [])
         }
         self._ready: dict[str, bool] = {}
+        self._app_cache: dict[str, AppSpec] | None = None
+        # Bumped on every change of a definition or its versionInfo: read-side caches (the
+        # /v2/apps response) key on it.
+        self.apps_generation = 0
+        self._vi_cache: dict[str, dict[str, str]] = {}
+        self._json_cache: dict[tuple[str, str], dict[str, Any]] = {}
         if health is not None:
             saved = store.get_meta("health")
             if saved:
@@ -126,14 +138,40 @@ class Orchestrator:
     def nodes(self) -> list[Node]:
         return self.runtime.nodes()
 
+    def _apps(self) -> dict[str, AppSpec]:
+        """Current app definitions, cached. Every app write goes through this class, which
+        updates the cache in the same locked section; the store stays the source of truth
+        and a restart (or :meth:`reload_apps`) reads it again."""
+        with self._lock:
+            if self._app_cache is None:
+                self._app_cache = {a.id: a for a in self.store.list_apps()}
+            return self._app_cache
+
+    def reload_apps(self) -> None:
+        """Drop cached definitions (after writes that bypassed the orchestrator)."""
+        with self._lock:
+            self._app_cache = None
+            self._vi_cache.clear()
+            self.apps_generation += 1
+
     def apps(self) -> list[AppSpec]:
-        return self.store.list_apps()
+        return [a for _, a in sorted(self._apps().items())]
 
     def app(self, app_id: str) -> AppSpec:
-        spec = self.store.get_app(app_id)
+        spec = self._apps().get(app_id)
         if spec is None:
             raise NotFound(f"App '{app_id}' does not exist")
         return spec
+
+    def marathon_json(self, spec: AppSpec) -> dict[str, Any]:
+        """``spec.to_marathon()``, cached per version (a shallow copy: add keys freely)."""
+        key = (spec.id, spec.version or "")
+        cached = self._json_cache.get(key)
+        if cached is None:
+            if len(self._json_cache) > 50_000:
+                self._json_cache.clear()
+            cached = self._json_cache[key] = spec.to_marathon()
+        return dict(cached)
 
     def tasks(self, app_id: str | None = None) -> list[Task]:
         return [t for t in self.store.list_tasks(app_id) if not t.state.terminal]
@@ -150,8 +188,19 @@ class Orchestrator:
         return task_health(self.health_results(task, spec))
 
     def version_info(self, app_id: str) -> dict[str, str]:
-        info = self.store.get_meta(_meta_key("versionInfo", app_id))
-        return dict(info) if info else {}
+        cached = self._vi_cache.get(app_id)
+        if cached is None:
+            info = self.store.get_meta(_meta_key("versionInfo", app_id))
+            cached = self._vi_cache[app_id] = dict(info) if info else {}
+        return dict(cached)
+
+    def _put_version_info(self, app_id: str, info: dict[str, str] | None) -> None:
+        self.apps_generation += 1
+        self.store.put_meta(_meta_key("versionInfo", app_id), info)
+        if info is None:
+            self._vi_cache.pop(app_id, None)
+        else:
+            self._vi_cache[app_id] = dict(info)
 
     def last_task_failure(self, app_id: str) -> dict[str, Any] | None:
         v = self.store.get_meta(_meta_key("lastTaskFailure", app_id))
@@ -191,17 +240,18 @@ class Orchestrator:
     def _create_app(self, spec: AppSpec) -> tuple[AppSpec, Deployment]:
         with self._lock:
             now = self.clock.now()
+            spec = self.service_ports.assign(spec, None)
             stored = spec.model_copy(update={"version": self._next_version(spec.id, now)})
             deployment = self._new_deployment(None, stored, False, False, now)
             try:
                 with self.store.atomic():
                     self.store.create_app(stored)
-                    self.store.put_meta(
-                        _meta_key("versionInfo", spec.id),
-                        {"lastScalingAt": stored.version, "lastConfigChangeAt": stored.version},
-                    )
+                    self._put_version_info(spec.id, {"lastScalingAt": stored.version or "",
+                                                     "lastConfigChangeAt": stored.version or ""})
                     self._save_deployments({**self._deployments, deployment.id: deployment})
+                self._apps()[stored.id] = stored
             except AlreadyExists:
+                self._vi_cache.pop(spec.id, None)  # the write above was rolled back
                 raise Conflict(
                     f"An app with id [{spec.id}] already exists."
                 ) from None
@@ -221,11 +271,12 @@ class Orchestrator:
         """
         with self._lock:
             now = self.clock.now()
-            old = self.store.get_app(spec.id)
+            old = self._apps().get(spec.id)
             if old is None:
                 created, deployment = self._create_app(spec)
                 return created, deployment.id, True
             superseded = self._check_lock(spec.id, force)
+            spec = self.service_ports.assign(spec, old)
             stored = spec.model_copy(update={"version": self._next_version(spec.id, now)})
             info = self.version_info(spec.id)
             scaling_only = _without(old) == _without(stored)
@@ -236,8 +287,9 @@ class Orchestrator:
             remaining = {k: v for k, v in self._deployments.items() if k not in superseded}
             with self.store.atomic():
                 self.store.put_app(stored)
-                self.store.put_meta(_meta_key("versionInfo", spec.id), info)
+                self._put_version_info(spec.id, info)
                 self._save_deployments({**remaining, deployment.id: deployment})
+            self._apps()[stored.id] = stored
             self.bus.publish("api_post_event", now, clientIp=None, uri=f"/v2/apps{spec.id}",
                              appDefinition=stored.to_marathon())
             self._deployment_started(deployment, now)
@@ -260,9 +312,11 @@ class Orchestrator:
             remaining = {k: v for k, v in self._deployments.items() if k not in superseded}
             with self.store.atomic():
                 self.store.delete_app(app_id)
-                for kind in ("versionInfo", "backoff", "lastTaskFailure"):
+                for kind in ("backoff", "lastTaskFailure"):
                     self.store.put_meta(_meta_key(kind, app_id), None)
+                self._put_version_info(app_id, None)
                 self._save_deployments({**remaining, deployment.id: deployment})
+            self._apps().pop(app_id, None)
             self._deployment_started(deployment, now)
             for t in self.tasks(app_id):
                 self._kill(t, "app deleted", now)
@@ -369,7 +423,7 @@ class Orchestrator:
     def _rollback(self, d: Deployment) -> Deployment | None:
         last: Deployment | None = None
         for app_id, version in d.original.items():
-            current = self.store.get_app(app_id)
+            current = self._apps().get(app_id)
             if version is None:
                 if current is not None:
                     dep_id = self.delete_app(app_id, force=True)
@@ -395,7 +449,7 @@ class Orchestrator:
         for d in list(self._deployments.values()):
             converged = True
             for app_id in d.affected_apps:
-                spec = self.store.get_app(app_id)
+                spec = self._apps().get(app_id)
                 if (spec.version if spec else None) != d.target.get(app_id, None) and \
                         app_id in d.target:
                     # The app moved on (e.g. a forced update): this deployment is superseded.
@@ -621,8 +675,8 @@ class Orchestrator:
                 cfg = info.get("lastConfigChangeAt")
                 bo = self.backoff(task.app_id).after_failure(now, cfg)
                 self.store.put_meta(_meta_key("backoff", task.app_id), bo.to_json())
-            if task.state in (TaskState.FAILED, TaskState.LOST) and self.store.get_app(
-                task.app_id
+            if task.state in (TaskState.FAILED, TaskState.LOST) and (
+                task.app_id in self._apps()
             ):
                 self.store.put_meta(_meta_key("lastTaskFailure", task.app_id), {
                     "appId": task.app_id, "host": task.host, "message": task.message,
@@ -705,7 +759,7 @@ class Orchestrator:
 
     def _reconcile_all(self, now: datetime, health: dict[str, bool | None],
                        unhealthy: dict[str, str], report: PassReport, placer: Placer) -> None:
-        apps = {a.id: a for a in self.store.list_apps()}
+        apps = dict(self._apps())
         tasks = [t for t in self.store.list_tasks() if not t.state.terminal]
         # Tasks of deleted apps go away.
         for t in tasks:

@@ -131,7 +131,8 @@ class UpgradeStrategy(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
     minimumHealthCapacity: float = Field(default=1.0, ge=0, le=1)
     maximumOverCapacity: float = Field(default=1.0, ge=0, le=1)
-    deploymentTimeoutSeconds: float | None = Field(default=None, ge=1)
+    # At most a year: a deployment is expected to converge or fail within that.
+    deploymentTimeoutSeconds: float | None = Field(default=None, ge=1, le=31_536_000)
     autoRollback: bool | None = None
 
     @property

@@ -40,6 +40,8 @@ DIMENSIONS: tuple[tuple[str, str, str], ...] = (
     ("disk", "InsufficientDisk", "insufficient disk"),
     ("gpus", "InsufficientGpus", "insufficient gpus"),
 )
+# Bound on cached per-amount share arrays (each one float per node).
+_SHARE_CACHE_SIZE = 512
 PORTS_REASON = "InsufficientPorts"
 PORTS_DETAIL = "insufficient ports"
 CONSTRAINT_REASON = "UnfulfilledConstraint"
@@ -178,6 +180,14 @@ class ClusterState:
             out=np.zeros_like(self.capacity),
             where=self.capacity > 0,
         )
+        # Per-node Python copies for the scalar updates of reserve/release: reading numpy
+        # scalars one by one costs more than the arithmetic.
+        self._capacity_of: list[tuple[float, ...]] = [
+            tuple(float(x) for x in self.capacity[:, i]) for i in range(self.n)
+        ]
+        self.inverse_capacity_of: list[tuple[float, ...]] = [
+            tuple(float(x) for x in self.inv_capacity[:, i]) for i in range(self.n)
+        ]
         self.free: FloatArray = self.capacity.copy()
         self.tasks_on_node: IntArray = np.zeros(self.n, dtype=np.intp)
         # Fraction used per dimension, and its maximum over dimensions (the node's dominant
@@ -187,7 +197,8 @@ class ClusterState:
         self.dominant_used: FloatArray = np.zeros(self.n, dtype=np.float64)
         self.occupied: BoolArray = np.zeros(self.n, dtype=np.bool_)
 
-        self.port_ranges: list[tuple[PortRange, ...]] = [n.ports for n in nodes]
+        # Sorted, so "lowest free port first" is a single ascending scan.
+        self.port_ranges: list[tuple[PortRange, ...]] = [tuple(sorted(n.ports)) for n in nodes]
         self.used_ports: list[set[int]] = [set() for _ in nodes]
         self.port_free: IntArray = np.array(
             [sum(hi - lo + 1 for lo, hi in n.ports) for n in nodes], dtype=np.intp
@@ -196,7 +207,17 @@ class ClusterState:
         # first, so scanning from here keeps port choice O(ports taken), not O(ports used).
         self._port_hint: list[int] = [0] * self.n
         self._port_masks: dict[int, BoolArray] = {}
+        # All ranges flattened (first, last, node) so a per-port mask is built in one pass.
+        flat = [(lo, hi, i) for i, n in enumerate(nodes) for lo, hi in n.ports]
+        self._range_lo: IntArray = np.array([r[0] for r in flat], dtype=np.intp)
+        self._range_hi: IntArray = np.array([r[1] for r in flat], dtype=np.intp)
+        self._range_node: IntArray = np.array([r[2] for r in flat], dtype=np.intp)
+        # Every node whose resources or ports changed, in order. A compiled request remembers
+        # how far it has read, and refreshes only those nodes of its node-local stages
+        # instead of recomputing them over all nodes (see pipeline._Plan).
+        self.touched: list[int] = []
 
+        self._shares: dict[tuple[int, float], FloatArray] = {}
         self._fields: dict[str, FieldIndex] = {}
         self.apps: dict[str, AppTasks] = {}
 
@@ -221,6 +242,19 @@ class ClusterState:
         self.overcommitted: tuple[bool, ...] = tuple(
             bool(self.n and self.free[d].min() < -EPSILON) for d in range(4)
         )
+
+    def share(self, dimension: int, amount: float) -> FloatArray:
+        """``amount`` as a fraction of each node's capacity of ``dimension`` (0 where the node
+        has none). Cached per amount: workloads repeat a handful of sizes, and rankers need
+        this for every request. Do not mutate."""
+        key = (dimension, amount)
+        share = self._shares.get(key)
+        if share is None:
+            if len(self._shares) >= _SHARE_CACHE_SIZE:
+                self._shares.clear()
+            share = self.inv_capacity[dimension] * amount
+            self._shares[key] = share
+        return share
 
     # --- fields and per-app counts ------------------------------------------------------
 
@@ -276,7 +310,8 @@ class ClusterState:
 
     def reserve(self, i: int, app_id: str, resources: Resources, ports: Sequence[int]) -> None:
         """Book ``resources`` and ``ports`` on node ``i`` for one task of ``app_id``."""
-        self.free[:, i] -= resource_vector(resources)
+        self._add_resources(i, resources, -1.0)
+        self.touched.append(i)
         self.tasks_on_node[i] += 1
         self._take_ports(i, ports)
         a = self.app(app_id)
@@ -299,33 +334,53 @@ class ClusterState:
         a.order.remove(i)
         for name, counts in a.per_field.items():
             counts[self._fields[name].codes[i]] -= 1
-        self.free[:, i] += resource_vector(resources)
+        self._add_resources(i, resources, 1.0)
+        self.touched.append(i)
         self.tasks_on_node[i] -= 1
         self._give_ports(i, ports)
         self._refresh_node(i)
 
+    def _add_resources(self, i: int, r: Resources, sign: float) -> None:
+        free = self.free
+        for d, amount in enumerate((r.cpus, r.mem, r.disk, r.gpus)):
+            if amount:
+                free[d, i] += sign * amount
+
     def _refresh_node(self, i: int) -> None:
-        used = (self.capacity[:, i] - self.free[:, i]) * self.inv_capacity[:, i]
-        self.used_fraction[:, i] = used
-        self.dominant_used[i] = max(0.0, float(used.max()))
+        cap = self._capacity_of[i]
+        inv = self.inverse_capacity_of[i]
+        free = self.free
+        used = self.used_fraction
+        dominant = 0.0
+        for d in range(4):
+            u = (cap[d] - float(free[d, i])) * inv[d]
+            used[d, i] = u
+            dominant = max(dominant, u)
+        self.dominant_used[i] = dominant
         self.occupied[i] = self.tasks_on_node[i] > 0
 
     # --- ports -----------------------------------------------------------------------------
 
     def in_port_ranges(self, i: int, port: int) -> bool:
+        """Whether ``port`` lies inside one of node ``i``'s ranges."""
         return any(lo <= port <= hi for lo, hi in self.port_ranges[i])
 
     def _take_ports(self, i: int, ports: Iterable[int]) -> None:
         used = self.used_ports[i]
+        masks = self._port_masks
+        taken = 0
         for p in ports:
             if p in used:
                 continue
             used.add(p)
             if self.in_port_ranges(i, p):
-                self.port_free[i] -= 1
-            mask = self._port_masks.get(p)
-            if mask is not None:
-                mask[i] = False
+                taken += 1
+            if masks:
+                mask = masks.get(p)
+                if mask is not None:
+                    mask[i] = False
+        if taken:
+            self.port_free[i] -= taken
 
     def _give_ports(self, i: int, ports: Iterable[int]) -> None:
         used = self.used_ports[i]
@@ -342,14 +397,19 @@ class ClusterState:
                 mask[i] = inside
 
     def port_available(self, port: int) -> BoolArray:
-        """Nodes where ``port`` is inside the ranges and free (live; do not mutate)."""
+        """Nodes where ``port`` is inside the ranges and free (live; do not mutate).
+
+        Built once per port number, then kept current by every reserve and release, so a
+        fixed-port request costs one AND per port.
+        """
         mask = self._port_masks.get(port)
         if mask is None:
-            mask = np.array(
-                [self.in_port_ranges(i, port) and port not in self.used_ports[i]
-                 for i in range(self.n)],
-                dtype=np.bool_,
-            )
+            mask = np.zeros(self.n, dtype=np.bool_)
+            inside = (self._range_lo <= port) & (port <= self._range_hi)
+            mask[self._range_node[inside]] = True
+            for i in np.flatnonzero(mask).tolist():
+                if port in self.used_ports[i]:
+                    mask[i] = False
             self._port_masks[port] = mask
         return mask
 
@@ -406,10 +466,17 @@ class Checker(ABC):
     reason: str
     detail: str
     needs_others: bool = False
+    # Node-local stages depend on nothing but the node's own free resources and ports, so a
+    # reservation on node i can only change entry i: they implement admits() as well.
+    local: bool = False
 
     @abstractmethod
     def mask(self, state: ClusterState, app_id: str, others: BoolArray | None) -> BoolArray:
         ...
+
+    def admits(self, state: ClusterState, i: int) -> bool:
+        """``mask(...)[i]`` for node-local stages, without touching the other nodes."""
+        raise NotImplementedError(f"{type(self).__name__} is not node-local")
 
     def trivial(self, state: ClusterState) -> bool:
         """True when this stage passes every node whatever the state; the fast path skips it
@@ -420,6 +487,8 @@ class Checker(ABC):
 class ResourceFit(Checker):
     """One scalar dimension: free amount + EPSILON >= requested amount."""
 
+    local = True
+
     def __init__(self, dimension: int, amount: float) -> None:
         _, self.reason, self.detail = DIMENSIONS[dimension]
         self.dimension = dimension
@@ -429,6 +498,9 @@ class ResourceFit(Checker):
     def mask(self, state: ClusterState, app_id: str, others: BoolArray | None) -> BoolArray:
         fits: BoolArray = state.free[self.dimension] >= self._threshold
         return fits
+
+    def admits(self, state: ClusterState, i: int) -> bool:
+        return bool(state.free[self.dimension, i] >= self._threshold)
 
     def trivial(self, state: ClusterState) -> bool:
         return self.amount <= 0 and not state.overcommitted[self.dimension]
@@ -444,6 +516,7 @@ class PortFit(Checker):
 
     reason = PORTS_REASON
     detail = PORTS_DETAIL
+    local = True
 
     def __init__(self, slots: tuple[int, ...]) -> None:
         self.total = len(slots)
@@ -457,6 +530,11 @@ class PortFit(Checker):
         for p in self.fixed:
             m = m & state.port_available(p)
         return m
+
+    def admits(self, state: ClusterState, i: int) -> bool:
+        if self.impossible or state.port_free[i] < self.total:
+            return False
+        return all(state.port_available(p)[i] for p in self.fixed)
 
     def trivial(self, state: ClusterState) -> bool:
         return self.total == 0
@@ -600,15 +678,22 @@ def constraint_checker(constraint: Constraint) -> ConstraintChecker:
 
 
 def checkers_for(request: PlacementRequest) -> tuple[Checker, ...]:
-    """The funnel of ``request``, cheapest first.
-
-    cpus, mem, disk, gpus (one comparison each, always present so the funnel has the same
-    shape for every request), then ports (a count comparison plus one mask per fixed port),
-    then one checker per constraint in the request's order.
-    """
-    amounts = resource_vector(request.resources)
-    stages: list[Checker] = [ResourceFit(d, float(amounts[d])) for d in range(4)]
-    stages.append(PortFit(request.ports))
-    stages.extend(constraint_checker(c) for c in request.constraints)
-    return tuple(stages)
-
+    """The funnel of ``request``, in pipeline order, cheapest first. Every stage is present
+    even when it cannot reject anything (a zero request), so the funnel has the same shape
+    for every request and ``processed`` always means "nodes that reached this stage"."""
+    cpus, mem, disk, gpus = resource_vector(request.resources).tolist()
+    return (
+        # 1. cpus: one vector comparison of free cpus (+ EPSILON) against the request.
+        ResourceFit(0, cpus),
+        # 2. mem: the same for memory, the dimension most often exhausted in practice.
+        ResourceFit(1, mem),
+        # 3. disk.
+        ResourceFit(2, disk),
+        # 4. gpus: a zero request passes nodes without gpus.
+        ResourceFit(3, gpus),
+        # 5. ports: free-port count per node, then one live mask per fixed port.
+        PortFit(request.ports),
+        # 6+. one stage per constraint, in the order the app lists them; these read per-app
+        #     per-value counts, so they come after the cheap node-local stages.
+        *(constraint_checker(c) for c in request.constraints),
+    )

@@ -10,13 +10,24 @@ Stages, cheapest first (each one a checker from :mod:`.checkers`, one boolean pe
 6. one stage per constraint, in the request's order — ``UnfulfilledConstraint``, detail
    ``Constraint.describe()``. Static operators (IS, LIKE, UNLIKE, CLUSTER value) read cached
    masks; counting ones (UNIQUE, MAX_PER, GROUP_BY, CLUSTER without value) read per-value
-   task counts of the app and gather them to nodes with one ``take``.
+   task counts of the app and gather them to nodes with one ``take``. GROUP_BY is evaluated
+   after the others: it balances over the values that can still take the task, which needs
+   every other stage's answer first (see ``GroupByChecker``); its funnel position stays the
+   request's order.
 
-Then the ranker (:mod:`.rankers`) scores the feasible nodes and the best one wins.
+Then the ranker (:mod:`.rankers`) scores the feasible nodes and the best one wins (ties:
+lowest hostname).
 
 Success never builds the funnel: it ANDs only the stages that can reject anything and ranks.
 Only a failure (or :meth:`Placer.explain`) evaluates every stage separately to say *why*.
-Both paths use the same masks, so the funnel always agrees with what placement did.
+Both paths use the same checkers, so the funnel always agrees with what placement did.
+
+Two caches keep a burst of placements (``place_many``, or many apps of one shape) from
+redoing whole-cluster work: node-local stages (resources, ports) and ranker scores depend only
+on each node's own state, so a compiled request keeps their arrays and refreshes just the
+nodes touched since it last ran (``ClusterState.touched``), falling back to a full vector
+recomputation when many nodes changed. Constraint stages depend on other nodes (per-value
+counts) and are always evaluated in full.
 """
 
 from __future__ import annotations
@@ -45,20 +56,46 @@ from .rankers import ranker_for
 _PLAN_CACHE_SIZE = 4096
 
 
-@dataclass(frozen=True)
+# Beyond this many node changes since a compiled request last ran, recomputing its node-local
+# stages over all nodes (a few vector operations) is cheaper than refreshing node by node.
+_REFRESH_LIMIT = 32
+
+
+# Score arrays cached per request shape (one float per node each); workloads repeat a handful
+# of shapes, and the bound keeps memory at a few MiB per thousand nodes.
+_SCORE_CACHE_SIZE = 128
+
+
+@dataclass
+class _Scores:
+    """A ranker's scores of every node for one request shape, as of ``seen`` entries of
+    ``ClusterState.touched``."""
+
+    values: FloatArray
+    seen: int
+
+
+@dataclass
 class _Plan:
     """One request compiled against one Placer.
 
-    ``stages`` is the full funnel. ``fast`` holds the non-GROUP_BY stages that can reject
-    something in this state (a zero request on a dimension no node overcommits cannot), and
-    ``group_by`` the GROUP_BY stages, which need the other stages' result first.
+    ``stages`` is the full funnel. The fast path splits it: ``local`` are the node-local
+    stages (resources, ports) that can reject something in this state — a zero request on a
+    dimension no node overcommits cannot — ``shared`` the other non-GROUP_BY constraint
+    stages, and ``group_by`` the GROUP_BY stages, which need the rest first.
+
+    ``local_mask`` is the AND of the ``local`` stages as of ``seen`` entries of
+    ``ClusterState.touched``; it is private to the plan and patched in place.
     """
 
     request: PlacementRequest
-    need: FloatArray
+    shape: tuple[float, ...]
     stages: tuple[Checker, ...]
-    fast: tuple[Checker, ...]
+    local: tuple[Checker, ...]
+    shared: tuple[Checker, ...]
     group_by: tuple[Checker, ...]
+    local_mask: BoolArray | None = None
+    seen: int = 0
 
 
 def placed_task(request: PlacementRequest, placement: Placement) -> PlacedTask:
@@ -89,6 +126,7 @@ class Placer:
         self._state = ClusterState(snapshot)
         self._ranker = ranker_for(strategy)
         self._plans: dict[PlacementRequest, _Plan] = {}
+        self._scores: dict[tuple[float, ...], _Scores] = {}
 
     # --- public API ----------------------------------------------------------------------
 
@@ -160,12 +198,14 @@ class Placer:
         if plan is not None:
             return plan
         stages = checkers_for(request)
+        state = self._state
         plan = _Plan(
             request=request,
-            need=resource_vector(request.resources),
+            shape=tuple(resource_vector(request.resources).tolist()),
             stages=stages,
-            fast=tuple(
-                s for s in stages if not s.needs_others and not s.trivial(self._state)
+            local=tuple(s for s in stages if s.local and not s.trivial(state)),
+            shared=tuple(
+                s for s in stages if not s.local and not s.needs_others and not s.trivial(state)
             ),
             group_by=tuple(s for s in stages if s.needs_others),
         )
@@ -176,8 +216,12 @@ class Placer:
 
     def _place(self, plan: _Plan) -> Placement | RejectionSummary:
         state = self._state
-        chosen = self._ranker.select(state, plan.need, self._feasible(plan))
-        if chosen is None:
+        feasible = self._feasible(plan)
+        # Highest score among feasible nodes; argmax takes the first maximum, which is the
+        # lowest hostname (node order) — the same answer as Ranker.select, from cached scores.
+        ranked = np.where(feasible, self._node_scores(plan), -1.0)
+        chosen = int(ranked.argmax()) if state.n else 0
+        if state.n == 0 or not feasible[chosen]:
             return self._summary(plan)
         request = plan.request
         ports = state.choose_ports(chosen, request.ports)
@@ -185,20 +229,60 @@ class Placer:
         return Placement(host=state.hostnames[chosen], ports=ports)
 
     def _feasible(self, plan: _Plan) -> BoolArray:
-        """Nodes passing every stage. Masks from checkers may be cached or live, so they are
-        combined into new arrays, never modified in place."""
+        """Nodes passing every stage (a new array, or the plan's own local mask: read only).
+
+        Masks from checkers may be cached or live, so they are combined into new arrays,
+        never modified in place.
+        """
         state = self._state
         app_id = plan.request.app_id
-        ok: BoolArray | None = None
-        for stage in plan.fast:
-            m = stage.mask(state, app_id, None)
-            ok = m if ok is None else ok & m
-        if ok is None:
-            ok = np.ones(state.n, dtype=np.bool_)
+        ok = self._local_mask(plan)
+        for stage in plan.shared:
+            ok = ok & stage.mask(state, app_id, None)
         others = ok
         for stage in plan.group_by:
             ok = ok & stage.mask(state, app_id, others)
         return ok
+
+    def _local_mask(self, plan: _Plan) -> BoolArray:
+        """The AND of the plan's node-local stages, refreshed only where nodes changed since
+        the plan last ran (a burst of place_many touches one node per placement)."""
+        state = self._state
+        touched = state.touched
+        mask = plan.local_mask
+        if mask is None or len(touched) - plan.seen > _REFRESH_LIMIT:
+            mask = np.ones(state.n, dtype=np.bool_)
+            for stage in plan.local:
+                mask &= stage.mask(state, plan.request.app_id, None)
+            plan.local_mask = mask
+        else:
+            for i in set(touched[plan.seen :]):
+                mask[i] = all(stage.admits(state, i) for stage in plan.local)
+        plan.seen = len(touched)
+        return mask
+
+    def _node_scores(self, plan: _Plan) -> FloatArray:
+        """The ranker's scores of every node for this request's shape (read only).
+
+        Scores depend on a node's own state and the request's resources only, so a cached
+        array stays exact if the nodes touched since are rescored (``Ranker.score_of`` is
+        bit-identical to the vector computation).
+        """
+        state = self._state
+        touched = state.touched
+        key = plan.shape
+        entry = self._scores.get(key)
+        if entry is None or len(touched) - entry.seen > _REFRESH_LIMIT:
+            if entry is None and len(self._scores) >= _SCORE_CACHE_SIZE:
+                self._scores.clear()
+            entry = _Scores(self._ranker.scores(state, key), len(touched))
+            self._scores[key] = entry
+        elif entry.seen < len(touched):
+            values = entry.values
+            for i in set(touched[entry.seen :]):
+                values[i] = self._ranker.score_of(state, key, i)
+            entry.seen = len(touched)
+        return entry.values
 
     def _stage_masks(self, plan: _Plan) -> list[BoolArray]:
         """Every stage's own mask, in funnel order (GROUP_BY sees the AND of the rest)."""
