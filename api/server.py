@@ -11,6 +11,7 @@ from api.app import create_app
 from scheduler.clock import SystemClock
 from scheduler.config import ConfigError, ServeConfig
 from scheduler.events import DROMOS, EventBus
+from scheduler.groups import GroupManager
 from scheduler.orchestrator import Orchestrator
 from scheduler.runtimes.base import Runtime
 from scheduler.services.balancer import Balancer
@@ -84,6 +85,9 @@ def serve(config: ServeConfig) -> int:
     """Serve until interrupted. Tasks keep running after exit; the next start adopts them."""
     orchestrator = build_orchestrator(config)
     app = create_app(orchestrator, config.credentials, leader=f"{config.host}:{config.port}")
+    # Created now, not on the first /v2/groups request: creating it finishes any group change
+    # a crash interrupted.
+    app.state.group_manager = GroupManager(orchestrator)
     balancer = build_balancer(config, orchestrator)
     if balancer is not None:
         balancer.start()

@@ -1,18 +1,39 @@
-"""The ``dromos`` command line."""
+"""The ``dromos`` command line: ``dromos serve`` runs Dromos; ``apps``, ``tasks``,
+``deployments``, ``jobs [run]``, ``nodes``, ``deploy``, ``scale`` and ``logs`` talk to a running
+one over HTTP (``--url`` or ``$DROMOS_URL``; credentials from ``$DROMOS_AUTH_TOKEN``)."""
 
 from __future__ import annotations
 
 import argparse
+import json
 import logging
+import os
+import re
 import sys
+import time
+from collections.abc import Callable, Mapping, Sequence
+from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any, TextIO
 
+import yaml
+
+from scheduler.cli_client import (
+    DEFAULT_URL,
+    ApiError,
+    Client,
+    Progress,
+    WaitOutcome,
+    resolve_url,
+    wait_for_app,
+)
 from scheduler.config import (
     ConfigError,
     ServeConfig,
     check_exposure,
     credentials_from,
     load_nodes,
+    parse_port_range,
 )
 
 
@@ -21,6 +42,10 @@ def _serve(args: argparse.Namespace) -> int:
         credentials = credentials_from(args.auth_token, args.basic_auth)
         check_exposure(args.host, credentials)
         nodes = tuple(load_nodes(Path(args.nodes))) if args.nodes else None
+        if args.kube_namespace:
+            # The runtime reads its namespace from the environment (as in-cluster, where the
+            # Deployment sets it from the pod's own namespace); ServeConfig stays generic.
+            os.environ["DROMOS_KUBE_NAMESPACE"] = args.kube_namespace
         config = ServeConfig(
             host=args.host,
             port=args.port,
@@ -28,6 +53,8 @@ def _serve(args: argparse.Namespace) -> int:
             runtime=args.runtime,
             nodes=nodes,
             credentials=credentials,
+            service_bind=args.service_bind,
+            service_ports=parse_port_range(args.service_ports),
         )
         from api.server import serve
 
@@ -44,23 +71,549 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--host", default="127.0.0.1", help="address to listen on")
     serve.add_argument("--port", type=int, default=8080)
     serve.add_argument("--state-dir", default=".dromos", help="SQLite state, task sandboxes")
-    serve.add_argument("--runtime", choices=["local", "docker"], default="local",
-                       help="local processes, or containers on a Docker Engine")
+    serve.add_argument("--runtime", choices=["local", "docker", "kubernetes"], default="local",
+                       help="local processes, containers on a Docker Engine, or pods on a "
+                            "Kubernetes cluster (kubeconfig from the usual places)")
+    serve.add_argument("--kube-namespace",
+                       help="kubernetes runtime: the namespace of Dromos's pods (default "
+                            "$DROMOS_KUBE_NAMESPACE, else dromos)")
     serve.add_argument("--nodes", help="JSON or YAML list of nodes (default: this machine)")
     serve.add_argument("--auth-token", help="require 'Authorization: token=<t>' (or Bearer)")
     serve.add_argument("--basic-auth", help="require HTTP Basic user:password")
+    serve.add_argument("--service-bind", default="127.0.0.1",
+                       help="address the built-in load balancer listens on for service "
+                            "ports (local and docker runtimes); 'off' disables it")
+    serve.add_argument("--service-ports", default="10000-20000",
+                       help="range service ports are auto-assigned from")
     serve.add_argument("--log-level", default="INFO")
     serve.set_defaults(func=_serve)
+    add_client_commands(sub, parser)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(
-        level=getattr(args, "log_level", "INFO").upper(),
+        # Client commands log only warnings (httpx logs every request at INFO).
+        level=getattr(args, "log_level", "WARNING").upper(),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
     return int(args.func(args))
+
+
+# ---------------------------------------------------------------------- client commands
+#
+# Everything below talks to a running Dromos over HTTP (scheduler.cli_client). Results go to
+# stdout (a table, or JSON with --json); progress and notes go to stderr, so
+# `dromos apps --json | jq` and `dromos deploy -f app.json --wait > result.json` stay clean.
+
+EXIT_OK = 0
+EXIT_ERROR = 1
+"""The request failed (Dromos unreachable, an error answer, an unreadable file)."""
+EXIT_USAGE = 2
+"""argparse's code for bad arguments."""
+EXIT_NOT_DONE = 3
+"""What was waited for did not succeed: ``--wait`` gave up (timeout, unplaceable, failed
+deployment) or a followed job run ended other than in success."""
+EXIT_INTERRUPTED = 130
+
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+
+
+def _clean(value: Any) -> str:
+    """A table cell: control characters (escape sequences, newlines) in user data are shown
+    as ``\\xNN`` instead of reaching the terminal, so an app id or a label cannot move the
+    cursor, recolour or retitle the terminal."""
+    text = "" if value is None else str(value)
+    return _CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}", text)
+
+
+def _cut(text: str, width: int) -> str:
+    return text if len(text) <= width else text[: max(1, width - 1)] + "…"
+
+
+def _table(headers: Sequence[str], rows: Sequence[Sequence[Any]],
+           widths: Mapping[int, int] | None = None) -> str:
+    """Left-aligned columns, two spaces apart; cells cleaned, and cut to ``widths[i]``."""
+    cells = [[_cut(_clean(v), (widths or {}).get(i, 10_000)) for i, v in enumerate(r)]
+             for r in rows]
+    sizes = [max([len(h)] + [len(r[i]) for r in cells]) for i, h in enumerate(headers)]
+    lines = ["  ".join(h.ljust(sizes[i]) for i, h in enumerate(headers)).rstrip()]
+    lines += ["  ".join(c.ljust(sizes[i]) for i, c in enumerate(r)).rstrip() for r in cells]
+    return "\n".join(lines)
+
+
+def _parse_time(value: Any) -> datetime | None:
+    if not value or not isinstance(value, str):
+        return None
+    try:
+        t = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return t if t.tzinfo else t.replace(tzinfo=UTC)
+
+
+def _span(seconds: float) -> str:
+    s = int(abs(seconds))
+    if s < 60:
+        return f"{s}s"
+    if s < 3600:
+        return f"{s // 60}m{s % 60:02d}s"
+    if s < 48 * 3600:
+        return f"{s // 3600}h{s % 3600 // 60:02d}m"
+    return f"{s // 86400}d{s % 86400 // 3600}h"
+
+
+def _ago(value: Any) -> str:
+    t = _parse_time(value)
+    return f"{_span((datetime.now(UTC) - t).total_seconds())} ago" if t else "-"
+
+
+def _until(value: Any) -> str:
+    t = _parse_time(value)
+    if t is None:
+        return "-"
+    left = (t - datetime.now(UTC)).total_seconds()
+    return "due now" if left <= 0 else f"in {_span(left)}"
+
+
+def _seconds(value: Any) -> str:
+    if value is None:
+        return "-"
+    v = float(value)
+    return f"{v * 1000:.0f}ms" if v < 1 else f"{v:.1f}s" if v < 60 else _span(v)
+
+
+def _amount(used: float, total: float) -> str:
+    return f"{used:g}/{total:g}"
+
+
+def _client(args: argparse.Namespace) -> Client:
+    return Client(resolve_url(args.url))
+
+
+def _print_json(value: Any) -> None:
+    print(json.dumps(value, indent=2, sort_keys=False))
+
+
+def _client_command(func: Callable[[argparse.Namespace], int]) -> Callable[
+        [argparse.Namespace], int]:
+    """Turn API errors into one line on stderr and exit 1, Ctrl-C into exit 130."""
+    def run(args: argparse.Namespace) -> int:
+        try:
+            return func(args)
+        except ApiError as e:
+            print(f"dromos: {e}", file=sys.stderr)
+            return EXIT_ERROR
+        except KeyboardInterrupt:
+            return EXIT_INTERRUPTED
+    run.__doc__ = func.__doc__
+    return run
+
+
+def _waiting_words(c: Client) -> dict[str, str]:
+    """App id -> Dromos's sentence for why instances wait (empty if /ui is unavailable)."""
+    try:
+        state = c.state()
+    except ApiError:
+        return {}
+    return {a["id"]: f"{a['waiting']['count']} waiting: {a['waiting']['reason']}"
+            for a in state.get("apps", []) if a.get("waiting")}
+
+
+@_client_command
+def _apps(args: argparse.Namespace) -> int:
+    """`dromos apps`: one line per app."""
+    with _client(args) as c:
+        apps = c.apps()
+        if args.json:
+            _print_json(apps)
+            return EXIT_OK
+        waiting = _waiting_words(c)
+    if not apps:
+        print("No apps.", file=sys.stderr)
+        return EXIT_OK
+    rows = []
+    for a in apps:
+        image = ((a.get("container") or {}).get("docker") or {}).get("image")
+        what = a.get("cmd") or " ".join(a.get("args") or []) or (f"image {image}" if image else "")
+        rows.append([
+            a["id"], f"{a.get('tasksRunning', 0)}/{a['instances']}",
+            a.get("tasksHealthy", 0) if a.get("healthChecks") else "-",
+            a.get("tasksStaged", 0), _ago(a.get("version")), what, waiting.get(a["id"], ""),
+        ])
+    print(_table(["ID", "RUNNING", "HEALTHY", "STAGED", "VERSION", "COMMAND", "WAITING"], rows,
+                 {5: 40, 6: 70}))
+    return EXIT_OK
+
+
+@_client_command
+def _tasks(args: argparse.Namespace) -> int:
+    """`dromos tasks [APP]`."""
+    with _client(args) as c:
+        tasks = c.tasks()
+    if args.app:
+        wanted = "/" + args.app.strip("/")
+        tasks = [t for t in tasks if t.get("appId") == wanted]
+    if args.json:
+        _print_json(tasks)
+        return EXIT_OK
+    if not tasks:
+        print("No tasks.", file=sys.stderr)
+        return EXIT_OK
+    rows = []
+    for t in tasks:
+        results = t.get("healthCheckResults") or []
+        health = "-" if not results else "healthy" if all(r.get("alive") for r in results) \
+            else "unhealthy"
+        rows.append([t["id"], t["appId"], t["host"], ",".join(map(str, t.get("ports", []))),
+                     t["state"].removeprefix("TASK_"), health,
+                     _ago(t.get("startedAt")) if t.get("startedAt") else "-"])
+    print(_table(["ID", "APP", "HOST", "PORTS", "STATE", "HEALTH", "STARTED"], rows))
+    return EXIT_OK
+
+
+@_client_command
+def _deployments(args: argparse.Namespace) -> int:
+    """`dromos deployments`: Marathon's deployments, when this Dromos has that API."""
+    with _client(args) as c:
+        deps = c.deployments()
+    if deps is None:
+        if args.json:
+            _print_json([])
+        print("dromos: this Dromos has no deployments API (/v2/deployments); apps converge "
+              "without deployment objects", file=sys.stderr)
+        return EXIT_OK
+    if args.json:
+        _print_json(deps)
+        return EXIT_OK
+    if not deps:
+        print("No deployments in progress.", file=sys.stderr)
+        return EXIT_OK
+    rows = []
+    for d in deps:
+        actions = ", ".join(f"{a.get('action')} {a.get('app', '')}".strip()
+                            for a in d.get("currentActions") or [])
+        rows.append([d.get("id"), ",".join(d.get("affectedApps") or []),
+                     f"{d.get('currentStep', 0)}/{d.get('totalSteps', 0)}", actions,
+                     _ago(d.get("version"))])
+    print(_table(["ID", "APPS", "STEP", "ACTIONS", "STARTED"], rows, {3: 60}))
+    return EXIT_OK
+
+
+@_client_command
+def _jobs(args: argparse.Namespace) -> int:
+    """`dromos jobs`: one line per job, with its schedule in words and next run."""
+    if getattr(args, "jobs_command", None) == "run":
+        return _jobs_run(args)
+    with _client(args) as c:
+        jobs = c.state()["jobs"]
+    if args.json:
+        _print_json(jobs)
+        return EXIT_OK
+    if not jobs:
+        print("No jobs.", file=sys.stderr)
+        return EXIT_OK
+    rows = []
+    for j in jobs:
+        last = j["runs"][-1] if j["runs"] else None
+        status = "disabled" if j["disabled"] else j["status"]
+        d = j["durations"]
+        rows.append([
+            j["name"], j["scheduleText"], _until(j["next"]) if j["next"] else "-",
+            f"{last['status']} {_ago(last.get('finishedAt') or last.get('createdAt'))}"
+            if last else "-",
+            status, j["successCount"], j["errorCount"],
+            _seconds(d["median"]) if d["count"] else "-",
+            _seconds(d["p95"]) if d["count"] else "-",
+        ])
+    print(_table(["NAME", "SCHEDULE", "NEXT", "LAST", "STATUS", "OK", "FAIL", "P50", "P95"],
+                 rows, {1: 50}))
+    return EXIT_OK
+
+
+@_client_command
+def _nodes(args: argparse.Namespace) -> int:
+    """`dromos nodes`: capacity, what is reserved, tasks per node."""
+    with _client(args) as c:
+        nodes = c.state()["nodes"]
+    if args.json:
+        _print_json(nodes)
+        return EXIT_OK
+    rows = []
+    for n in nodes:
+        u, cap = n["used"], n["capacity"]
+        rows.append([n["hostname"], _amount(u["cpus"], cap["cpus"]),
+                     _amount(u["mem"], cap["mem"]), _amount(u["disk"], cap["disk"]),
+                     len(n["tasks"]),
+                     ",".join(f"{k}={v}" for k, v in n["attributes"].items())])
+    print(_table(["HOSTNAME", "CPUS", "MEM (MiB)", "DISK (MiB)", "TASKS", "ATTRIBUTES"], rows,
+                 {5: 60}))
+    return EXIT_OK
+
+
+class _ProgressLine:
+    """A progress bar on stderr: redrawn in place on a terminal, one line per change
+    otherwise (logs, CI)."""
+
+    WIDTH = 24
+
+    def __init__(self, label: str, stream: TextIO) -> None:
+        self.label = label
+        self.stream = stream
+        self.tty = stream.isatty()
+        encoding = (getattr(stream, "encoding", None) or "").lower()
+        self.full, self.empty = ("█", "░") if "utf" in encoding else ("#", "-")
+        self.last = ""
+
+    def update(self, p: Progress, elapsed: float) -> None:
+        done = p.healthy if p.healthy is not None else p.running
+        frac = min(1.0, done / p.instances) if p.instances else (1.0 if p.converged else 0.0)
+        n = round(frac * self.WIDTH)
+        text = f"{_clean(self.label)} [{self.full * n}{self.empty * (self.WIDTH - n)}] " \
+               f"{_clean(p.describe())}"
+        if self.tty:
+            self.stream.write(f"\r\x1b[2K{text}  {elapsed:.0f}s")
+            self.stream.flush()
+        elif text != self.last:
+            self.stream.write(f"{text}  ({elapsed:.0f}s)\n")
+            self.stream.flush()
+        self.last = text
+
+    def finish(self) -> None:
+        if self.tty and self.last:
+            self.stream.write("\n")
+            self.stream.flush()
+
+
+def _after_change(c: Client, args: argparse.Namespace, app_id: str, deployment: str | None,
+                  created: bool) -> int:
+    """Report a deploy/scale, and with ``--wait`` wait for convergence."""
+    verb = "created" if created else "updated"
+    print(f"dromos: {verb} {app_id}" + (f" (deployment {deployment})" if deployment else ""),
+          file=sys.stderr)
+    outcome: WaitOutcome | None = None
+    if args.wait:
+        bar = _ProgressLine(app_id, sys.stderr)
+        try:
+            outcome = wait_for_app(c, app_id, deployment, timeout=args.timeout,
+                                   stuck_after=args.stuck_after, on_progress=bar.update)
+        finally:
+            bar.finish()
+        print(f"dromos: {app_id}: {outcome.message}", file=sys.stderr)
+    if args.json:
+        _print_json({
+            "app": c.app(app_id), "deploymentId": deployment, "created": created,
+            "wait": None if outcome is None else {
+                "outcome": outcome.outcome, "message": outcome.message,
+                "seconds": round(outcome.seconds, 3)},
+        })
+    return EXIT_OK if outcome is None or outcome.ok else EXIT_NOT_DONE
+
+
+def _read_definition(path: str) -> dict[str, Any]:
+    try:
+        text = sys.stdin.read() if path == "-" else Path(path).read_text(encoding="utf-8")
+    except OSError as e:
+        raise ApiError(f"cannot read {path}: {e.strerror}") from None
+    try:
+        data = yaml.safe_load(text) if path.endswith((".yaml", ".yml")) else json.loads(text)
+    except (json.JSONDecodeError, yaml.YAMLError) as e:
+        raise ApiError(f"{path} is not valid {'YAML' if path.endswith('ml') else 'JSON'}: "
+                       f"{e}") from None
+    if not isinstance(data, dict):
+        raise ApiError(f"{path} must hold one app definition (a JSON object)")
+    return data
+
+
+@_client_command
+def _deploy(args: argparse.Namespace) -> int:
+    """`dromos deploy -f app.json [--wait]`: create the app, or update it if it exists."""
+    definition = _read_definition(args.file)
+    with _client(args) as c:
+        app_id, deployment, created = c.deploy(definition, force=args.force)
+        return _after_change(c, args, app_id, deployment, created)
+
+
+@_client_command
+def _scale(args: argparse.Namespace) -> int:
+    """`dromos scale APP N [--wait]`."""
+    with _client(args) as c:
+        app_id, deployment, _ = c.scale(args.app, args.instances, force=args.force)
+        return _after_change(c, args, "/" + app_id.strip("/"), deployment, False)
+
+
+def _emit_chunks(body: Mapping[str, Any], as_json: bool) -> bool:
+    """Print a /ui/logs answer's text (stdout's to stdout, stderr's to stderr, combined
+    output to stdout); with ``as_json`` one JSON line per non-empty chunk. Returns whether
+    there was any text. Output is the task's own and printed as is, as ``kubectl logs``
+    does."""
+    got = False
+    for chunk in body.get("chunks", []):
+        text = chunk.get("text") or ""
+        if not text:
+            continue
+        got = True
+        if as_json:
+            print(json.dumps({"taskId": body.get("taskId"), "stream": chunk.get("stream"),
+                              "text": text}), flush=True)
+        else:
+            out = sys.stderr if chunk.get("stream") == "stderr" else sys.stdout
+            out.write(text)
+            out.flush()
+    return got
+
+
+def _follow(c: Client, ident: str, tail: int | None, as_json: bool, *,
+            follow: bool, until_done: Callable[[], bool] | None = None,
+            interval: float = 1.0) -> None:
+    """Print output, then (``follow``) what follows, until the task or run is no longer
+    running and nothing new came (or ``until_done()`` says so). When a job run moves on to
+    its next attempt, that attempt's output is printed from its start."""
+    cursor: str | None = None
+    task_id: str | None = None
+    while True:
+        body = c.logs(ident, tail=tail, cursor=cursor)
+        if task_id is not None and body.get("taskId") != task_id:
+            print(f"dromos: next attempt {body.get('taskId')}", file=sys.stderr)
+            task_id, cursor, tail = body.get("taskId"), None, None
+            continue
+        task_id = body.get("taskId")
+        got = _emit_chunks(body, as_json)
+        cursor = body.get("cursor")
+        if not follow:
+            return
+        done = until_done() if until_done is not None else not body.get("running")
+        if done and not got:
+            return
+        time.sleep(interval)
+
+
+@_client_command
+def _logs(args: argparse.Namespace) -> int:
+    """`dromos logs ID [-f] [--tail N]`: a task's or job run's stdout/stderr."""
+    with _client(args) as c:
+        _follow(c, args.id, None if args.tail < 0 else args.tail, args.json,
+                follow=args.follow)
+    return EXIT_OK
+
+
+_FINAL_RUN = frozenset({"success", "failed", "skipped", "killed"})
+
+
+def _jobs_run(args: argparse.Namespace) -> int:
+    """`dromos jobs run NAME [--follow]`: start a manual run; with --follow print its output
+    and status until it ends (exit 0 on success, 3 otherwise)."""
+    with _client(args) as c:
+        run = c.run_job(args.name)
+        run_id = run["id"]
+        if not args.follow:
+            if args.json:
+                _print_json(run)
+            else:
+                print(run_id)
+            return EXIT_OK
+        print(f"dromos: started run {run_id}", file=sys.stderr)
+        deadline = None if args.timeout is None else time.monotonic() + args.timeout
+        seen = {"status": "", "final": False}
+
+        def done() -> bool:
+            nonlocal run
+            run = c.run(run_id)
+            line = run["status"] + (f" on {run['host']}" if run.get("host") else "") + (
+                f" (attempt {run['attempt'] + 1})" if run.get("attempt") else "") + (
+                f": {run['message']}" if run.get("message") and run["status"] == "queued"
+                else "")
+            final = run["status"] in _FINAL_RUN
+            if line != seen["status"] and not args.json and not final:
+                print(f"dromos: run {_clean(run_id)} {_clean(line)}", file=sys.stderr)
+                seen["status"] = line
+            if deadline is not None and time.monotonic() > deadline:
+                raise TimeoutError
+            return final
+
+        try:
+            _follow(c, run_id, None, args.json, follow=True, until_done=done, interval=0.5)
+        except TimeoutError:
+            print(f"dromos: run {run_id} still {run['status']} after {args.timeout:g}s",
+                  file=sys.stderr)
+            return EXIT_NOT_DONE
+        took = f" in {_seconds(run['duration'])}" if run.get("duration") is not None else ""
+        code = f", exit {run['exitCode']}" if run.get("exitCode") is not None else ""
+        if args.json:
+            print(json.dumps({"run": run}), flush=True)
+        else:
+            print(f"dromos: run {_clean(run_id)} {run['status']}{took}{code}"
+                  + (f": {_clean(run['message'])}" if run.get("message") and
+                     run["status"] != "success" else ""), file=sys.stderr)
+        return EXIT_OK if run["status"] == "success" else EXIT_NOT_DONE
+
+
+def add_client_commands(sub: Any, parser: argparse.ArgumentParser) -> None:
+    """The commands that talk to a running Dromos: ``apps``, ``tasks``, ``deployments``,
+    ``jobs [run]``, ``nodes``, ``deploy``, ``scale``, ``logs``. ``--url`` and ``--json`` work
+    before or after the command name."""
+    parser.add_argument("--url", default=None,
+                        help=f"Dromos's address (default: $DROMOS_URL, else {DEFAULT_URL})")
+    parser.add_argument("--json", action="store_true", help="print JSON for scripts")
+    common = argparse.ArgumentParser(add_help=False)
+    # SUPPRESS: given after the command they win; not given, the top-level value stays.
+    common.add_argument("--url", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
+    common.add_argument("--json", action="store_true", default=argparse.SUPPRESS,
+                        help="print JSON for scripts")
+
+    def waiting(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--wait", action="store_true",
+                       help="wait until the app runs as defined, with a progress bar; exit 3 "
+                            "if it does not (timeout, cannot be placed, deployment failed)")
+        p.add_argument("--timeout", type=float, default=300.0,
+                       help="seconds --wait waits at most (default 300)")
+        p.add_argument("--stuck-after", type=float, default=30.0,
+                       help="--wait gives up once placement has been rejected this many "
+                            "seconds in a row (default 30)")
+        p.add_argument("--force", action="store_true",
+                       help="change the app even while a deployment holds it (Marathon's "
+                            "?force=true)")
+
+    p = sub.add_parser("apps", parents=[common], help="list apps (services)")
+    p.set_defaults(func=_apps)
+    p = sub.add_parser("tasks", parents=[common], help="list running tasks")
+    p.add_argument("app", nargs="?", help="only this app's tasks")
+    p.set_defaults(func=_tasks)
+    p = sub.add_parser("deployments", parents=[common], help="list deployments in progress")
+    p.set_defaults(func=_deployments)
+    p = sub.add_parser("jobs", parents=[common], help="list jobs; `jobs run NAME` runs one")
+    jobs_sub = p.add_subparsers(dest="jobs_command")
+    run = jobs_sub.add_parser("run", parents=[common], help="start a manual run of a job")
+    run.add_argument("name")
+    run.add_argument("--follow", "-f", action="store_true",
+                     help="print its output and status until it ends; exit 3 unless success")
+    run.add_argument("--timeout", type=float, default=None,
+                     help="with --follow: give up (exit 3) after this many seconds")
+    p.set_defaults(func=_jobs)
+    p = sub.add_parser("nodes", parents=[common], help="list nodes with usage")
+    p.set_defaults(func=_nodes)
+    p = sub.add_parser("deploy", parents=[common], help="create or update an app from a file")
+    p.add_argument("-f", "--file", required=True, help="app definition (JSON or YAML; - = stdin)")
+    waiting(p)
+    p.set_defaults(func=_deploy)
+    p = sub.add_parser("scale", parents=[common], help="change an app's instances")
+    p.add_argument("app")
+    p.add_argument("instances", type=_non_negative)
+    waiting(p)
+    p.set_defaults(func=_scale)
+    p = sub.add_parser("logs", parents=[common], help="a task's or job run's stdout/stderr")
+    p.add_argument("id", help="a task id or a job run id")
+    p.add_argument("-f", "--follow", action="store_true", help="keep printing new output")
+    p.add_argument("--tail", type=int, default=-1, help="only the last N lines (default all)")
+    p.set_defaults(func=_logs)
+
+
+def _non_negative(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError("must be 0 or more")
+    return value
 
 
 if __name__ == "__main__":

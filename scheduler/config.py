@@ -40,6 +40,22 @@ class ServeConfig:
     runtime: str = "local"
     nodes: tuple[Node, ...] | None = None
     credentials: Credentials = Credentials()
+    # Where the built-in balancer listens ("off": not at all), and the range service ports
+    # are auto-assigned from (Marathon's local_port_min/max).
+    service_bind: str = "127.0.0.1"
+    service_ports: tuple[int, int] = (10000, 20000)
+
+
+def parse_port_range(text: str) -> tuple[int, int]:
+    """``"10000-20000"`` → ``(10000, 20000)`` (inclusive). Raises :class:`ConfigError`."""
+    first, sep, last = text.strip().partition("-")
+    try:
+        lo, hi = int(first), int(last if sep else first)
+    except ValueError:
+        raise ConfigError(f"port range {text!r} must look like 10000-20000") from None
+    if not 1 <= lo <= hi <= 65535:
+        raise ConfigError(f"port range {text!r} must satisfy 1 <= first <= last <= 65535")
+    return lo, hi
 
 
 def is_loopback(host: str) -> bool:

@@ -31,7 +31,7 @@ from scheduler.placement.pipeline import Placer
 from scheduler.placement.plan import ClusterSnapshot, PlacedTask, RejectionSummary, Strategy
 from scheduler.runtimes.base import Runtime, RuntimeUnavailable, launch_spec
 from scheduler.services.backoff import Backoff
-from scheduler.services.balancer import Balancer
+from scheduler.services.balancer import Balancer, routes_from
 from scheduler.services.deployment import app_converged, steps_for_change
 from scheduler.services.health import HealthMonitor, task_health
 from scheduler.services.readiness import readiness_as_checks
@@ -40,6 +40,11 @@ from scheduler.services.service_ports import ServicePortAllocator
 from scheduler.store.base import AlreadyExists, StateStore
 
 log = logging.getLogger("dromos.orchestrator")
+
+
+DRAIN_SECONDS = 10.0
+"""The longest a task removed from its service port waits for open connections to finish
+before it is killed."""
 
 
 class NotFound(Exception):
@@ -122,6 +127,7 @@ class Orchestrator:
             d["id"]: Deployment.from_json(d) for d in (store.get_meta("deployments") or [])
         }
         self._ready: dict[str, bool] = {}
+        self._draining: set[str] = set()
         self._app_cache: dict[str, AppSpec] | None = None
         # Bumped on every change of a definition or its versionInfo: read-side caches (the
         # /v2/apps response) key on it.
@@ -580,6 +586,14 @@ class Orchestrator:
         grace = spec.kill_grace_seconds if spec else 3.0
         killing = task.with_(state=TaskState.KILLING, kill_requested_at=now, message=reason)
         self.store.put_task(killing)
+        if self.balancer is not None:
+            # Drain: no new connections now; the kill itself waits (in _reissue_kills) until
+            # open connections finish or DRAIN_SECONDS pass, so steady clients see no error.
+            self.balancer.stop_routing([task.id])
+            if self.balancer.active_connections(task.id):
+                self._draining.add(task.id)
+                self._status_event(killing, now)
+                return killing
         try:
             self.runtime.kill(task, grace)
             self._kills_issued.add(task.id)
@@ -630,6 +644,10 @@ class Orchestrator:
                 return report
             self._reconcile_all(now, health, unhealthy, report, placer)
             self._progress_deployments(now, health)
+            if self.balancer is not None:
+                self.balancer.sync(routes_from(self._apps().values(), self.store.list_tasks(),
+                                               health, self._ready,
+                                               host_of=self.runtime.probe_host))
             if self.health is not None:
                 self.store.put_meta("health", self.health.export_state())
             return report
@@ -692,9 +710,15 @@ class Orchestrator:
         for t in self.store.list_tasks():
             if t.kill_requested_at is None or t.state.terminal or t.id in self._kills_issued:
                 continue
+            waited = (now - t.kill_requested_at).total_seconds()
+            if (self.balancer is not None and waited < DRAIN_SECONDS
+                    and self.balancer.active_connections(t.id)):
+                continue  # still draining
             spec = self._spec_at(t.app_id, t.version)
             grace = spec.kill_grace_seconds if spec else 3.0
-            left = max(0.0, grace - (now - t.kill_requested_at).total_seconds())
+            # A kill deferred for draining gets its whole grace period from now.
+            left = grace if t.id in self._draining else max(0.0, grace - waited)
+            self._draining.discard(t.id)
             self.runtime.kill(t, left)
             self._kills_issued.add(t.id)
 
@@ -895,5 +919,6 @@ class Orchestrator:
 
 
 def _without(spec: AppSpec) -> dict[str, Any]:
-    """The parts of a definition that make a *configuration* (everything but scale/version)."""
-    return spec.model_dump(mode="json", exclude={"instances", "version"})
+    """The parts of a definition that make a *configuration*: everything but scale, version
+    and dependencies (which only order starts and stops; changing them restarts nothing)."""
+    return spec.model_dump(mode="json", exclude={"instances", "version", "dependencies"})
