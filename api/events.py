@@ -3,9 +3,9 @@
 ``GET /v2/events[?event_type=T...]`` (Marathon)
     Requires ``Accept: text/event-stream`` (a media range naming it with q > 0); anything else
     gets **406** with a JSON hint. Marathon 1.x answered 405 there (its servlet fell through
-    to "GET not supported"), which its maintainers confirmed was a bug: 406 is the status
-    HTTP defines for "cannot produce what you accept". ``*/*`` alone is not enough, as in
-    Marathon: a plain ``curl`` should get the hint, not an endless response.
+    to "GET not supported"), which its tracker accepted as a bug (d2iq-archive/marathon#1801):
+    406 is the status HTTP defines for "cannot produce what you accept". ``*/*`` alone is not
+    enough, as in Marathon: a plain ``curl`` should get the hint, not an endless response.
 
     Frames are ``event: <eventType>\\ndata: <one line of JSON>\\n\\n``; every event carries
     ``eventType`` and ``timestamp``. Only the event types a strict Marathon client knows
@@ -27,6 +27,9 @@ Both endpoints
       client that asked for some types may assume it only ever receives those.
     * Send a ``: keep-alive`` comment after ``keepalive_seconds`` without a frame, so proxies
       keep the connection and clients can tell a quiet stream from a dead one.
+    * End cleanly (response completed, no final event) on :func:`close_streams`, which the
+      server calls when it begins to shut down: uvicorn's graceful shutdown waits for open
+      responses, and an event stream never finishes by itself.
     * Each client has a bounded queue (``queue_size`` events). A client that falls further
       behind is dropped: its queue is discarded (it has missed events either way and must
       resynchronise), it gets a final ``event_stream_detached`` frame, and the response ends.
@@ -110,6 +113,13 @@ class EventHub:
         self.connections: set[EventStreamResponse] = set()
         self._frames: OrderedDict[int, bytes] = OrderedDict()
         self._warned: set[str] = set()
+        self.closed = False
+
+    def close(self) -> None:
+        """End every stream, now and from now on. Thread-safe."""
+        self.closed = True
+        for c in list(self.connections):
+            c.close()
 
     def frame(self, event: Event) -> bytes:
         """``event: …\\ndata: …\\n\\n`` for ``event``. Only called on the event loop thread,
@@ -149,6 +159,14 @@ def hub_of(app_state: Any, orchestrator: Orchestrator) -> EventHub:
             hub = EventHub(orchestrator.bus, orchestrator.clock.now, settings)
             app_state.event_hub = hub
         return hub
+
+
+def close_streams(app_state: Any) -> None:
+    """End the application's event streams (if any were opened) so that a graceful server
+    shutdown does not wait on them forever. Thread-safe; call it when shutdown begins."""
+    hub: EventHub | None = getattr(app_state, "event_hub", None)
+    if hub is not None:
+        hub.close()
 
 
 def _json_default(value: Any) -> Any:
@@ -208,6 +226,7 @@ class EventStreamResponse(Response):
         self._loop: asyncio.AbstractEventLoop | None = None
         self._wake = asyncio.Event()
         self._dropped = asyncio.Event()
+        self._closing = asyncio.Event()
         self._signalled = False
         self._own_attach_seq = 0
 
@@ -243,6 +262,12 @@ class EventStreamResponse(Response):
         if self._sub is not None and self._sub.dropped:
             self._dropped.set()
 
+    def close(self) -> None:
+        """End this stream cleanly. Thread-safe."""
+        if self._loop is not None:
+            with contextlib.suppress(RuntimeError):  # loop closed: already over
+                self._loop.call_soon_threadsafe(self._closing.set)
+
     # ---------------------------------------------------------------- ASGI
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -251,6 +276,8 @@ class EventStreamResponse(Response):
         # Subscribe before announcing, so nothing published after the attach is missed.
         self._sub = hub.bus.subscribe(self.streams, hub.settings.queue_size, self._notify)
         hub.connections.add(self)
+        if hub.closed:
+            self._closing.set()  # shutting down: answer, then end at once
         dropped = False
         tasks: list[asyncio.Future[Any]] = []
         try:
@@ -262,7 +289,8 @@ class EventStreamResponse(Response):
             pump = asyncio.ensure_future(self._pump(send, attach))
             gone = asyncio.ensure_future(_until_disconnect(receive))
             behind = asyncio.ensure_future(self._dropped.wait())
-            tasks = [pump, gone, behind]
+            ending = asyncio.ensure_future(self._closing.wait())
+            tasks = [pump, gone, behind, ending]
             await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
             # The pump may have noticed the drop first; the flag is the truth either way.
             dropped = self._sub.dropped and not gone.done()
@@ -275,6 +303,11 @@ class EventStreamResponse(Response):
                 raise error
             if dropped:
                 await self._end_dropped(send)
+            elif self._closing.is_set() and not gone.done():
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(hub.settings.detach_grace_seconds):
+                        await send({"type": "http.response.body", "body": b"",
+                                    "more_body": False})
         finally:
             for t in tasks:
                 t.cancel()
@@ -304,7 +337,10 @@ class EventStreamResponse(Response):
                 await _body(send, b"".join(batch))
                 continue
             try:
-                await asyncio.wait_for(self._wake.wait(), keepalive)
+                # Not asyncio.wait_for: on 3.11 it can swallow a cancellation that races the
+                # wake-up, and this task would then outlive its client.
+                async with asyncio.timeout(keepalive):
+                    await self._wake.wait()
             except TimeoutError:
                 await _body(send, _KEEPALIVE)
 

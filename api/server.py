@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import logging
+import socket
 from typing import Any
 
 import uvicorn
+from fastapi import FastAPI
 
 from api.app import create_app
+from api.events import close_streams
 from scheduler.clock import SystemClock
 from scheduler.config import ConfigError, ServeConfig
 from scheduler.events import DROMOS, EventBus
@@ -81,6 +84,19 @@ def build_balancer(config: ServeConfig, orchestrator: Orchestrator) -> Balancer 
     return Balancer(config.service_bind, on_event=report)
 
 
+class _DromosServer(uvicorn.Server):
+    """uvicorn waits for open responses on shutdown, and an event stream never ends: close
+    the streams first so SIGTERM stops Dromos promptly."""
+
+    def __init__(self, config: uvicorn.Config, app: FastAPI) -> None:
+        super().__init__(config)
+        self.dromos_app = app
+
+    async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+        close_streams(self.dromos_app.state)
+        await super().shutdown(sockets)
+
+
 def serve(config: ServeConfig) -> int:
     """Serve until interrupted. Tasks keep running after exit; the next start adopts them."""
     orchestrator = build_orchestrator(config)
@@ -96,7 +112,8 @@ def serve(config: ServeConfig) -> int:
     log.info("Dromos on http://%s:%d (runtime %s, state %s)", config.host, config.port,
              config.runtime, config.state_dir)
     try:
-        uvicorn.run(app, host=config.host, port=config.port, log_level="warning")
+        _DromosServer(uvicorn.Config(app, host=config.host, port=config.port,
+                                     log_level="warning"), app).run()
     finally:
         orchestrator.stop()
         if balancer is not None:

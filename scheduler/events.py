@@ -10,7 +10,8 @@ from __future__ import annotations
 import itertools
 import queue
 import threading
-from collections import deque
+from collections import Counter, deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -40,12 +41,18 @@ class Subscription:
 
     A consumer that falls ``maxsize`` events behind is dropped (``dropped`` becomes True and
     ``get`` returns ``None``): a slow client must never stall the scheduler.
+
+    ``notify``, when given, is called on the publishing thread after each event is queued and
+    once when the subscription is dropped. It must not block (it runs inside the control
+    loop); an asyncio consumer uses it to schedule a wake-up with ``call_soon_threadsafe``.
     """
 
-    def __init__(self, bus: EventBus, streams: frozenset[str], maxsize: int) -> None:
+    def __init__(self, bus: EventBus, streams: frozenset[str], maxsize: int,
+                 notify: Callable[[], None] | None = None) -> None:
         self._bus = bus
         self.streams = streams
         self._q: queue.Queue[Event | None] = queue.Queue(maxsize=maxsize)
+        self._notify = notify
         self.dropped = False
 
     def offer(self, event: Event) -> None:
@@ -55,7 +62,14 @@ class Subscription:
             self._q.put_nowait(event)
         except queue.Full:
             self.dropped = True
-            self._bus.unsubscribe(self)
+            self._bus._drop(self)
+        if self._notify is not None:
+            self._notify()
+
+    @property
+    def pending(self) -> int:
+        """Events queued and not yet read (approximate while publishers run)."""
+        return self._q.qsize()
 
     def get(self, timeout: float | None = None) -> Event | None:
         """The next event; ``None`` on timeout or once dropped and drained."""
@@ -68,6 +82,15 @@ class Subscription:
         self._bus.unsubscribe(self)
 
 
+@dataclass(frozen=True)
+class BusStats:
+    """Counters since the bus was created (for /metrics)."""
+
+    published: dict[tuple[str, str], int]  # (stream, event type) -> events published
+    dropped_subscribers: int  # subscriptions dropped for falling behind
+    subscribers: int  # subscriptions attached now
+
+
 class EventBus:
     """Thread-safe publish/subscribe with a short history for late readers."""
 
@@ -76,20 +99,25 @@ class EventBus:
         self._subs: list[Subscription] = []
         self._recent: deque[Event] = deque(maxlen=history)
         self._seq = itertools.count(1)
+        self._published: Counter[tuple[str, str]] = Counter()
+        self._dropped = 0
 
     def publish(self, event_type: str, now: datetime, stream: str = MARATHON,
                 **payload: Any) -> Event:
         with self._lock:
             event = Event(event_type, now, payload, stream, next(self._seq))
             self._recent.append(event)
+            self._published[(stream, event_type)] += 1
             subs = list(self._subs)
         for s in subs:
             s.offer(event)
         return event
 
     def subscribe(self, streams: frozenset[str] = frozenset({MARATHON}),
-                  maxsize: int = 1000) -> Subscription:
-        sub = Subscription(self, streams, maxsize)
+                  maxsize: int = 1000,
+                  notify: Callable[[], None] | None = None) -> Subscription:
+        """A new subscription; see :class:`Subscription` for ``maxsize`` and ``notify``."""
+        sub = Subscription(self, streams, maxsize, notify)
         with self._lock:
             self._subs.append(sub)
         return sub
@@ -98,6 +126,22 @@ class EventBus:
         with self._lock:
             if sub in self._subs:
                 self._subs.remove(sub)
+
+    def _drop(self, sub: Subscription) -> None:
+        # Counted once even when two publishers overflow the same queue at the same time.
+        with self._lock:
+            if sub in self._subs:
+                self._subs.remove(sub)
+                self._dropped += 1
+
+    @property
+    def subscriber_count(self) -> int:
+        with self._lock:
+            return len(self._subs)
+
+    def stats(self) -> BusStats:
+        with self._lock:
+            return BusStats(dict(self._published), self._dropped, len(self._subs))
 
     def recent(self, limit: int = 100, stream: str | None = None) -> list[Event]:
         """The newest events, oldest first."""

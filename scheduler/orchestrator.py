@@ -19,6 +19,7 @@ from scheduler.batch.runner import JobRunner, job_request
 from scheduler.batch.schedule import latest_at_or_before
 from scheduler.clock import Clock
 from scheduler.events import DROMOS, EventBus
+from scheduler.metrics import metrics_for
 from scheduler.model.app import AppSpec
 from scheduler.model.deployment import Deployment
 from scheduler.model.health import HealthCheck, HealthResult
@@ -887,7 +888,7 @@ class Orchestrator:
     def _loop(self) -> None:
         while not self._stop.is_set():
             try:
-                self.run_once(self.clock.now())
+                metrics_for(self).timed(self.run_once, self.clock.now())
             except Exception:
                 # The loop must outlive any one bad pass; the next pass converges.
                 log.exception("control loop pass failed")
