@@ -2,12 +2,21 @@
 
 from __future__ import annotations
 
+import collections
+import collections.abc
 import os
 from collections.abc import Generator
 
 import pytest
 
 CI = os.environ.get("DROMOS_CI") == "1"
+
+# The last release of the common Python Marathon client (marathon 0.13.0), which the
+# compatibility tests drive unchanged, imports collections.Iterable & co., removed in
+# Python 3.10. Alias them once, here, before any test module imports it.
+for _name in ("Iterable", "Mapping", "MutableMapping", "Sequence", "Callable"):
+    if not hasattr(collections, _name):
+        setattr(collections, _name, getattr(collections.abc, _name))
 
 
 @pytest.hookimpl(hookwrapper=True)

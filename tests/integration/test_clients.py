@@ -3,25 +3,15 @@ marathon 0.13.0 (the common Python Marathon client) and chronos-python."""
 
 from __future__ import annotations
 
-import collections
-import collections.abc
-import json
 from collections.abc import Iterator
 from typing import Any
 
+import marathon
 import pytest
+from chronos import ChronosClient
+from marathon.models import MarathonApp
 
-from tests.runtimes.conftest import cleanup_local_state
-from tests.support.server import Server, wait_for
-
-# marathon 0.13.0 imports collections.Iterable & co., removed in Python 3.10 (see reference).
-for _name in ("Iterable", "Mapping", "MutableMapping", "Sequence", "Callable"):
-    if not hasattr(collections, _name):
-        setattr(collections, _name, getattr(collections.abc, _name))
-
-import marathon  # noqa: E402
-from chronos import ChronosClient  # noqa: E402
-from marathon.models import MarathonApp  # noqa: E402
+from tests.support.server import Server, serving, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -31,14 +21,8 @@ NODES = [{"hostname": f"node-{c}", "cpus": 2, "mem": 1024, "disk": 1000,
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    tmp = tmp_path_factory.mktemp("clients")
-    nodes_file = tmp / "nodes.json"
-    nodes_file.write_text(json.dumps(NODES))
-    srv = Server(tmp / "state", nodes_file)
-    srv.start()
-    yield srv
-    srv.stop()
-    cleanup_local_state(srv.state)
+    with serving(tmp_path_factory.mktemp("clients"), NODES) as srv:
+        yield srv
 
 
 def test_marathon_client_full_cycle(server: Server) -> None:

@@ -4,7 +4,6 @@ stay gone after a restart."""
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -13,8 +12,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.runtimes.conftest import cleanup_local_state
-from tests.support.server import Server, alive, executors, wait_for
+from tests.support.server import Server, alive, executors, serving, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -27,13 +25,8 @@ APP = {"id": "/fleet", "cmd": "exec sleep 600", "instances": 20, "cpus": 0.01, "
 
 @pytest.fixture
 def server(tmp_path: Path) -> Iterator[Server]:
-    nodes_file = tmp_path / "nodes.json"
-    nodes_file.write_text(json.dumps(NODES))
-    srv = Server(tmp_path / "state", nodes_file)
-    srv.start()
-    yield srv
-    srv.stop()
-    cleanup_local_state(srv.state)
+    with serving(tmp_path, NODES) as srv:
+        yield srv
 
 
 def tasks(srv: Server) -> list[dict[str, Any]]:

@@ -4,26 +4,16 @@ delete_group."""
 
 from __future__ import annotations
 
-import collections
-import collections.abc
-import json
 from collections.abc import Iterator
 from typing import Any
 
 import httpx
+import marathon
 import pytest
+from marathon.models import MarathonApp
+from marathon.models.group import MarathonGroup
 
-from tests.runtimes.conftest import cleanup_local_state
-from tests.support.server import Server, wait_for
-
-# marathon 0.13.0 imports collections.Iterable & co., removed in Python 3.10 (see reference).
-for _name in ("Iterable", "Mapping", "MutableMapping", "Sequence", "Callable"):
-    if not hasattr(collections, _name):
-        setattr(collections, _name, getattr(collections.abc, _name))
-
-import marathon  # noqa: E402
-from marathon.models import MarathonApp  # noqa: E402
-from marathon.models.group import MarathonGroup  # noqa: E402
+from tests.support.server import Server, serving, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -33,15 +23,10 @@ NODES = [{"hostname": f"node-{c}", "cpus": 2, "mem": 1024, "disk": 1000,
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    tmp = tmp_path_factory.mktemp("groups-client")
-    nodes_file = tmp / "nodes.json"
-    nodes_file.write_text(json.dumps(NODES))
     # Its own service-port range: the built-in balancer listens on those ports.
-    srv = Server(tmp / "state", nodes_file, "--service-ports", "23000-23099")
-    srv.start()
-    yield srv
-    srv.stop()
-    cleanup_local_state(srv.state)
+    tmp = tmp_path_factory.mktemp("groups-client")
+    with serving(tmp, NODES, "--service-ports", "23000-23099") as srv:
+        yield srv
 
 
 def sleeper(app_id: str, **fields: Any) -> MarathonApp:

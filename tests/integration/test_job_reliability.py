@@ -8,7 +8,6 @@ complete run, starting in [t, t + epsilon + 1 s]; no target has two runs.
 
 from __future__ import annotations
 
-import json
 import random
 import time
 from collections import defaultdict
@@ -20,8 +19,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.runtimes.conftest import cleanup_local_state
-from tests.support.server import Server
+from tests.support.server import Server, serving
 
 pytestmark = pytest.mark.integration
 
@@ -60,13 +58,8 @@ def make_plans(rng: random.Random, now: datetime, n: int) -> list[JobPlan]:
 
 @pytest.fixture
 def server(tmp_path: Path) -> Iterator[Server]:
-    nodes_file = tmp_path / "nodes.json"
-    nodes_file.write_text(json.dumps(NODES))
-    srv = Server(tmp_path / "state", nodes_file)
-    srv.start()
-    yield srv
-    srv.stop()
-    cleanup_local_state(srv.state)
+    with serving(tmp_path, NODES) as srv:
+        yield srv
 
 
 def test_no_lost_and_no_duplicate_runs_across_kill_9(server: Server, tmp_path: Path) -> None:

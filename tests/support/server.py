@@ -9,7 +9,8 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -90,3 +91,21 @@ def alive(pid: int) -> bool:
         return False
     stat = Path(f"/proc/{pid}/stat").read_text()
     return stat.rsplit(")", 1)[1].split()[0] != "Z"
+
+
+@contextmanager
+def serving(tmp: Path, nodes: list[dict[str, Any]], *extra: str) -> Iterator[Server]:
+    """A started `dromos serve` over ``nodes`` with its state under ``tmp``; on exit it is
+    stopped and every process its tasks started is killed."""
+    # Imported here: the runtime test helpers import this module's neighbours.
+    from tests.runtimes.conftest import cleanup_local_state
+
+    nodes_file = tmp / "nodes.json"
+    nodes_file.write_text(json.dumps(nodes))
+    srv = Server(tmp / "state", nodes_file, *extra)
+    srv.start()
+    try:
+        yield srv
+    finally:
+        srv.stop()
+        cleanup_local_state(srv.state)
