@@ -9,8 +9,9 @@ page needs.
   duration percentiles, the laid-out job graph). See :func:`build_state`.
 - ``GET /ui/events``: server-sent events. ``event: state`` carries a snapshot (sent on connect,
   after bus events, and every :data:`STATE_INTERVAL` seconds when it changed); ``event: bus``
-  carries one event of the Marathon or Dromos stream, with ``id:`` = its sequence number so a
-  reconnecting ``EventSource`` resumes from ``Last-Event-ID``.
+  carries one event of the Marathon or Dromos stream, with ``id: <epoch>-<seq>`` so a
+  reconnecting ``EventSource`` resumes from ``Last-Event-ID`` (the epoch names this server's
+  bus: after a restart sequence numbers start again, and the old id means nothing).
 - ``GET /ui/logs/{id}``: a task's or a job run's output, tail and follow (cursor), see
   :func:`read_logs`.
 - ``GET /ui/runs/{run_id}``, ``POST /ui/jobs/{name}/run``, ``POST /ui/jobs/{name}/disabled``:
@@ -30,6 +31,7 @@ import math
 import os
 import threading
 import time
+import uuid
 import weakref
 from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -43,11 +45,12 @@ from fastapi.responses import FileResponse, JSONResponse, StreamingResponse
 from pydantic import BaseModel, ConfigDict
 
 from api.chronos import job_status, schedule_info
+from api.events import hub_of
 from api.marathon import runtime_summary
 from scheduler import __version__
 from scheduler.batch import dag, stats
 from scheduler.batch.runner import run_task
-from scheduler.events import DROMOS, MARATHON, Event
+from scheduler.events import DROMOS, MARATHON, Event, EventBus
 from scheduler.model.app import AppSpec
 from scheduler.model.job import JobRun, JobSpec, RunStatus, attempt_task_id
 from scheduler.model.resources import Resources, format_port_ranges
@@ -78,10 +81,10 @@ STATE_INTERVAL = 2.0
 the backstop for changes that publish no event, such as a new job definition."""
 STATE_MIN_GAP = 0.4
 """Least seconds between two snapshots to one client: a burst of events costs one snapshot."""
-STREAM_SECONDS = 15.0
+STREAM_SECONDS = 60.0
 """An SSE response ends after this long and the browser reconnects at once (``retry:``),
-resuming from ``Last-Event-ID``. Bounded responses keep ``dromos serve``'s shutdown prompt:
-uvicorn waits for open responses to finish before it exits."""
+resuming from ``Last-Event-ID``: no response lives forever, whoever serves the app. Under
+``dromos serve`` streams end sooner, as soon as shutdown begins (see :func:`events`)."""
 POLL_SECONDS = 0.25
 """How often an SSE response looks for new events. The bus's queues are thread queues; polling
 them from the event loop costs no worker thread per open page (sync API routes share that
@@ -322,6 +325,8 @@ def layout_dag(jobs: Sequence[JobSpec], states: Mapping[str, str],
     "x2", "y2"}]}`` in px; ``label`` is the name shortened to :data:`LABEL_MAX` characters.
     """
     graph = dag.build_graph(jobs)
+    if not graph.nodes:
+        return {"width": 0.0, "height": 0.0, "nodes": [], "edges": []}
     connected = [n for n in graph.nodes if graph.degree(n) > 0]
     isolated = sorted(str(n) for n in graph.nodes if graph.degree(n) == 0)
     sub = graph.subgraph(connected)
@@ -444,12 +449,35 @@ async def state(request: Request) -> JSONResponse:
 # ------------------------------------------------------------------ server-sent events
 
 
-def event_json(e: Event) -> dict[str, Any]:
-    """A bus event as the page's feed shows it: Marathon's JSON plus ``stream`` and ``seq``."""
-    return {**e.to_json(), "stream": e.stream, "seq": e.seq}
+_epochs: weakref.WeakKeyDictionary[EventBus, str] = weakref.WeakKeyDictionary()
 
 
-def _sse(event: str, data: str, event_id: int | None = None) -> str:
+def _epoch(bus: EventBus) -> str:
+    with _caches_lock:
+        epoch = _epochs.get(bus)
+        if epoch is None:
+            epoch = _epochs[bus] = uuid.uuid4().hex[:8]
+        return epoch
+
+
+def resume_after(last_event_id: str, epoch: str) -> int:
+    """The sequence number a reconnecting client saw last; 0 (replay the backlog) when its
+    ``Last-Event-ID`` is absent, malformed, or from another bus (Dromos restarted)."""
+    last_epoch, _, seq = last_event_id.partition("-")
+    return int(seq) if last_epoch == epoch and seq.isdigit() else 0
+
+
+def event_json(e: Event, epoch: str) -> dict[str, Any]:
+    """A bus event as the page's feed shows it: Marathon's JSON plus ``stream``, ``seq`` and
+    ``epoch`` (the bus's; ``epoch`` + ``seq`` identify an event across server restarts)."""
+    return {**e.to_json(), "stream": e.stream, "seq": e.seq, "epoch": epoch}
+
+
+def _bus_frame(e: Event, epoch: str) -> str:
+    return _sse("bus", json.dumps(event_json(e, epoch), default=str), f"{epoch}-{e.seq}")
+
+
+def _sse(event: str, data: str, event_id: str | None = None) -> str:
     # data is one line of JSON (json.dumps never emits a raw newline).
     head = f"id: {event_id}\n" if event_id is not None else ""
     return f"{head}event: {event}\ndata: {data}\n\n"
@@ -464,22 +492,24 @@ async def events(request: Request) -> StreamingResponse:
         backlog_n = max(0, min(500, int(request.query_params.get("backlog", "100"))))
     except ValueError:
         backlog_n = 100
-    try:
-        last_seq = int(request.headers.get("last-event-id", "0") or 0)
-    except ValueError:
-        last_seq = 0
+    epoch = _epoch(o.bus)
+    last_seq = resume_after(request.headers.get("last-event-id", ""), epoch)
+    # The application's event hub is closed when the server begins to shut down (api.server);
+    # watching it ends this stream too, so an open page never holds up a shutdown.
+    hub = hub_of(request.app.state, o)
     sub = o.bus.subscribe(frozenset({MARATHON, DROMOS}), maxsize=2000)
     # After subscribing: an event published in between is in both; seq filters the twin.
     backlog = o.bus.recent(backlog_n if not last_seq else 500)
     return StreamingResponse(
-        _stream(request, o, sub.get, sub.close, lambda: sub.dropped, backlog, last_seq),
+        _stream(request, o, sub.get, sub.close, lambda: sub.dropped or hub.closed, backlog,
+                last_seq, epoch),
         media_type="text/event-stream",
         headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
     )
 
 
 async def _stream(request: Request, o: Orchestrator, get: Any, close: Any, dropped: Any,
-                  backlog: list[Event], last_seq: int) -> AsyncIterator[str]:
+                  backlog: list[Event], last_seq: int, epoch: str) -> AsyncIterator[str]:
     cache = _cache(o)
     started = time.monotonic()
     try:
@@ -487,7 +517,7 @@ async def _stream(request: Request, o: Orchestrator, get: Any, close: Any, dropp
         sent = last_seq
         for e in backlog:
             if e.seq > sent:
-                yield _sse("bus", json.dumps(event_json(e), default=str), e.seq)
+                yield _bus_frame(e, epoch)
                 sent = e.seq
         last_state = ""
         last_state_at = -math.inf
@@ -498,12 +528,13 @@ async def _stream(request: Request, o: Orchestrator, get: Any, close: Any, dropp
                 return
             while (e := get(timeout=0)) is not None:
                 if e.seq > sent:
-                    yield _sse("bus", json.dumps(event_json(e), default=str), e.seq)
+                    yield _bus_frame(e, epoch)
                     sent = e.seq
                     pending = True
                     last_write = time.monotonic()
             if dropped():
-                # Fell too far behind: the browser reconnects and resumes from Last-Event-ID.
+                # Fell too far behind (the browser reconnects and resumes from Last-Event-ID),
+                # or the server is shutting down.
                 return
             now = time.monotonic()
             if (pending and now - last_state_at >= STATE_MIN_GAP) or \
@@ -666,10 +697,11 @@ def read_logs(runtime: Any, task: Task, tail: int | None, cursor: str | None) ->
         except ValueError as e:
             raise LookupError(str(e)) from None
         return _read_sandbox(path, tail, cursor)
+    name = str(getattr(runtime, "name", type(runtime).__name__))
     logs = getattr(runtime, "logs", None)
     if callable(logs):
-        return _read_runtime_logs(logs, task, tail, cursor, str(runtime.name))
-    raise LogsUnsupported(f"the {runtime.name} runtime cannot show task output")
+        return _read_runtime_logs(logs, task, tail, cursor, name)
+    raise LogsUnsupported(f"the {name} runtime cannot show task output")
 
 
 def _resolve(o: Orchestrator, ident: str, attempt: int | None) -> tuple[Task, JobRun | None,

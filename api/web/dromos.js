@@ -6,8 +6,8 @@
 //
 // Safety rule: user-provided strings (app ids, commands, labels, job names, descriptions,
 // messages, log output) only ever reach the page as text nodes (h() below, textContent) or
-// attribute values (title, data-*). Nothing here builds HTML from strings; there is no
-// innerHTML in this file.
+// attribute values (title, data-*). Nothing here ever has a string parsed as HTML (a test
+// greps this file for the DOM calls that would).
 "use strict";
 
 (() => {
@@ -425,9 +425,9 @@
     const body = $("#dag .body");
     if (!d.nodes.length) { body.replaceChildren(h("p", { class: "empty" }, "No jobs.")); return; }
     const running = new Set(d.nodes.filter((n) => n.status === "running").map((n) => n.name));
-    // Small graphs are drawn larger (up to 1.5x) to use the panel; big ones scroll.
-    const room = Math.max(200, body.clientWidth - 8);
-    const zoom = Math.max(1, Math.min(1.5, room / d.width));
+    // Small graphs are drawn larger (up to 1.3x) to use the panel; big ones scroll.
+    const room = Math.max(200, body.clientWidth - 40); // minus the panel's padding
+    const zoom = Math.max(1, Math.min(1.3, room / d.width));
     const svg = s("svg", { class: "dag", viewBox: `0 0 ${d.width} ${d.height}`, width: Math.round(d.width * zoom), height: Math.round(d.height * zoom), role: "img", "aria-label": "job dependency graph" },
       s("defs", null, s("marker", { id: "arrow", viewBox: "0 0 10 10", refX: "9", refY: "5", markerWidth: "7", markerHeight: "7", orient: "auto-start-reverse" },
         s("path", { d: "M 0 0 L 10 5 L 0 10 z", fill: "#9aa5b5" }))));
@@ -469,7 +469,7 @@
   // ------------------------------------------------------------------ events
 
   const MAX_EVENTS = 300;
-  const seenSeq = new Set();
+  const seen = new Set(); // "<epoch>:<seq>" of every event shown
 
   function eventKind(e) {
     return e.eventType.startsWith("job_") ? "jobs" : "services";
@@ -559,8 +559,10 @@
   }
 
   function addEvent(e, fresh) {
-    if (seenSeq.has(e.seq)) return;
-    seenSeq.add(e.seq);
+    const key = `${e.epoch}:${e.seq}`;
+    if (seen.has(key)) return;
+    seen.add(key);
+    if (seen.size > 5000) seen.clear(); // bounded; the list itself keeps MAX_EVENTS
     const list = $("#event-list");
     const target = e.runId || e.taskId;
     const li = h("li", { class: `k-${eventKind(e)}${fresh ? " new" : ""}`, dataset: { type: e.eventType, seq: e.seq } },

@@ -1,0 +1,230 @@
+"""The status page as a user sees it, in real headless Chromium against a real Dromos."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.support.server import Server, wait_for
+from tests.ui.conftest import DESCRIPTION_HTML, LABEL_HTML, screenshot
+
+pytestmark = pytest.mark.integration
+
+
+def by_css(driver: Any, css: str) -> list[Any]:
+    from selenium.webdriver.common.by import By
+
+    return list(driver.find_elements(By.CSS_SELECTOR, css))
+
+
+def one(driver: Any, css: str) -> Any:
+    found = by_css(driver, css)
+    assert found, f"nothing on the page matches {css!r}"
+    return found[0]
+
+
+def text(el: Any) -> str:
+    """What the element holds as text (also when scrolled out of view)."""
+    return str(el.get_attribute("textContent"))
+
+
+def until(driver: Any, check: Callable[[], Any], timeout: float = 20, what: str = "") -> Any:
+    from selenium.common.exceptions import StaleElementReferenceException
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    def probe(_: Any) -> Any:
+        try:
+            return check()
+        except (StaleElementReferenceException, AssertionError):
+            return False  # the section was re-rendered under us: look again
+
+    return WebDriverWait(driver, timeout, poll_frequency=0.2).until(
+        probe, f"timed out waiting for {what}")
+
+
+def click(driver: Any, el: Any) -> None:
+    """Click as a user would: with the element scrolled to the middle of the window (the
+    page's header is sticky and would take a click at the very top)."""
+    driver.execute_script("arguments[0].scrollIntoView({block: 'center'})", el)
+    el.click()
+
+
+def load(driver: Any, srv: Server) -> None:
+    driver.get(srv.url + "/")
+    until(driver, lambda: driver.execute_script("return document.body.dataset.ready") == "1",
+          what="the first live snapshot")
+
+
+def app_row(driver: Any, app_id: str) -> Any:
+    return one(driver, f'#services tr[data-app="{app_id}"]')
+
+
+def job_row(driver: Any, name: str) -> Any:
+    return one(driver, f'#jobs tr[data-job="{name}"]')
+
+
+def test_overview_shows_cluster_services_jobs_and_dag(dromos: Server, browser: Any) -> None:
+    load(browser, dromos)
+
+    # Cluster: every node, its attributes, usage bars, and the tasks on it.
+    cards = by_css(browser, "#cluster .node")
+    assert [text(one(c, ".name")) for c in cards] == ["node-a", "node-b", "node-c"]
+    assert "rack=r1" in text(cards[0]) and "zone=z1" in text(cards[0])
+    assert len(by_css(browser, "#cluster .node .ubar")) == 9  # cpu, mem, disk per node
+    running = sum(a["tasksRunning"] for a in dromos.get("/v2/apps")["apps"])
+    until(browser, lambda: len(by_css(browser, "#cluster .node-tasks .chip")) >= running,
+          what="a chip per running task")
+
+    # Services: counts against what is wanted, and why the rest waits.
+    until(browser, lambda: "2 / 2 running" in text(app_row(browser, "/shop/web")),
+          what="/shop/web at 2/2")
+    unique = app_row(browser, "/shop/unique")
+    assert "3 / 4 running" in text(unique)
+    assert "1 waiting" in text(one(unique, ".why"))
+    assert "3 nodes: UNIQUE hostname" in text(one(unique, ".why"))
+
+    # Jobs: the schedule in words, a next run counting down, runs on a timeline.
+    etl = job_row(browser, "etl")
+    assert "every day at 02:00 (UTC)" in text(etl)
+    assert text(one(etl, ".countdown")).startswith("in ")
+    assert "cron 0 3 * * * (UTC)" in text(job_row(browser, "features"))
+    assert "after etl, features" in text(job_row(browser, "train"))
+    assert by_css(etl, ".timeline .run.success")
+    assert by_css(job_row(browser, "report"), ".timeline .run.failed")
+    assert "p50" in text(etl)
+
+    # DAG: an SVG with a box per job, an edge per dependency, coloured by last result.
+    nodes = {n.get_attribute("data-job"): n.get_attribute("class")
+             for n in by_css(browser, "#dag svg.dag g.node")}
+    assert set(nodes) == {"etl", "features", "train", "report"}
+    assert "success" in nodes["etl"] and "failure" in nodes["report"]
+    assert len(by_css(browser, "#dag svg.dag path.edge")) == 3
+    labels = {text(t) for t in by_css(browser, "#dag svg.dag g.node text")}
+    assert labels == {"etl", "features", "train", "report"}
+
+    # Header: the runtime's state; summary cards.
+    assert text(one(browser, "#runtime")) == "local runtime"
+    assert "Nodes" in text(one(browser, "#summary")) and "Waiting" in text(one(browser,
+                                                                               "#summary"))
+    screenshot(browser, "overview")
+
+    # The page's own script and styles load under its Content-Security-Policy, and nothing
+    # on it failed.
+    errors = [e for e in browser.get_log("browser") if e["level"] == "SEVERE"]
+    assert not errors, errors
+
+
+def test_user_text_with_html_renders_as_text(dromos: Server, browser: Any) -> None:
+    load(browser, dromos)
+    web = app_row(browser, "/shop/web")
+    chips = [text(c) for c in by_css(web, ".chip.label")]
+    assert f"team={LABEL_HTML}" in chips
+    assert '<b>served</b>' in text(one(web, "code.cmd"))
+    etl = job_row(browser, "etl")
+    assert text(one(etl, ".desc")) == DESCRIPTION_HTML
+    # Nothing the user wrote became an element, and nothing of it ran.
+    assert not by_css(browser, "main img, main script, #services .chip *, #services code *, "
+                               "#jobs .desc *")
+    assert browser.execute_script("return window.__xss") is None
+
+
+def test_events_and_changes_arrive_live_without_reload(dromos: Server, browser: Any) -> None:
+    load(browser, dromos)
+    browser.execute_script("window.__sameDocument = 42")
+    before = max((int(e.get_attribute("data-seq")) for e in by_css(browser, "#event-list li")),
+                 default=0)
+
+    httpx.put(dromos.url + "/scheduler/job/features").raise_for_status()
+
+    def started() -> bool:
+        for li in by_css(browser, '#event-list li[data-type="job_run_started"]'):
+            if int(li.get_attribute("data-seq")) > before and "features" in text(li):
+                return True
+        return False
+
+    until(browser, started, what="a live job_run_started event for features")
+    httpx.put(dromos.url + "/v2/apps/shop/web", json={"instances": 3},
+              params={"force": "true"}).raise_for_status()
+    until(browser, lambda: "3 / 3 running" in text(app_row(browser, "/shop/web")),
+          what="/shop/web at 3/3 on the page")
+    until(browser, lambda: any(
+        "/shop/web" in text(li) and "RUNNING" in text(li) and
+        int(li.get_attribute("data-seq")) > before
+        for li in by_css(browser, '#event-list li[data-type="status_update_event"]')),
+        what="a live task status event")
+    assert browser.execute_script("return window.__sameDocument") == 42, "the page reloaded"
+    screenshot(browser, "events-live")
+
+    httpx.put(dromos.url + "/v2/apps/shop/web", json={"instances": 2},
+              params={"force": "true"}).raise_for_status()
+    until(browser, lambda: "2 / 2 running" in text(app_row(browser, "/shop/web")),
+          what="/shop/web back at 2/2")
+
+
+def test_logs_of_a_task_tail_and_follow(dromos: Server, browser: Any) -> None:
+    load(browser, dromos)
+    click(browser, one(app_row(browser, "/shop/web"), "button.toggle"))
+    link = until(browser, lambda: by_css(browser, "#services tr.detail button.link"),
+                 what="the task list")[0]
+    click(browser, link)
+    stdout = until(browser, lambda: by_css(browser, '#log-output [data-stream="stdout"] pre'),
+                   what="the stdout pane")[0]
+    until(browser, lambda: "<b>served</b>" in text(stdout), what="the task's stdout")
+    stderr = one(browser, '#log-output [data-stream="stderr"] pre')
+    assert "oops" in text(stderr)
+    assert not by_css(browser, "#log-output b"), "log output must not become markup"
+    assert "following" in text(one(browser, "#log-status"))
+    lines = text(stdout).count("served")
+    until(browser, lambda: text(stdout).count("served") > lines + 2, 15,
+          "followed output to grow")
+    screenshot(browser, "logs")
+
+    # A job run's output, from its block on the timeline.
+    click(browser, one(job_row(browser, "etl"), ".timeline .run.success"))
+    until(browser, lambda: any("etl-output" in text(p) for p in
+                               by_css(browser, '#log-output [data-stream="stdout"] pre')),
+          what="the job run's output")
+    until(browser, lambda: "ended" in text(one(browser, "#log-status")), what="the run's end")
+
+
+def test_run_now_and_disable_buttons(dromos: Server, browser: Any) -> None:
+    load(browser, dromos)
+    runs = len(by_css(job_row(browser, "train"), ".timeline .run"))
+    buttons = by_css(job_row(browser, "train"), ".actions button")
+    assert [b.text for b in buttons[:2]] == ["Run now", "Disable"]
+    click(browser, buttons[0])
+    until(browser, lambda: len(by_css(job_row(browser, "train"), ".timeline .run")) > runs,
+          what="a new run of train on its timeline")
+    wait_for(lambda: _manual_runs(dromos, "train"), 20, "a manual run of train via the API")
+
+    click(browser, by_css(job_row(browser, "features"), ".actions button")[1])
+    until(browser, lambda: "disabled" in (job_row(browser, "features").get_attribute("class")
+                                          or ""), what="features shown disabled")
+    assert dromos.get("/scheduler/job/features")["disabled"] is True
+    assert "Enable" in text(job_row(browser, "features"))
+    assert "disabled" in one(browser, '#dag g.node[data-job="features"]').get_attribute("class")
+    click(browser, by_css(job_row(browser, "features"), ".actions button")[1])
+    until(browser, lambda: "disabled" not in (job_row(browser, "features").get_attribute(
+        "class") or ""), what="features enabled again")
+    assert dromos.get("/scheduler/job/features")["disabled"] is False
+
+
+def _manual_runs(srv: Server, job: str) -> bool:
+    state = srv.get("/ui/state")
+    return any(r["trigger"] == "manual" for j in state["jobs"] if j["name"] == job
+               for r in j["runs"])
+
+
+def test_deployments_section_follows_the_api(dromos: Server, browser: Any) -> None:
+    """Shown when this Dromos serves /v2/deployments (Marathon's shape), absent otherwise."""
+    load(browser, dromos)
+    has_api = httpx.get(dromos.url + "/v2/deployments").status_code == 200
+    if has_api:
+        until(browser, lambda: one(browser, "#deployments").is_displayed(),
+              what="the deployments section")
+        assert "Deployments" in text(one(browser, "#deployments"))
+    else:
+        assert not one(browser, "#deployments").is_displayed()
