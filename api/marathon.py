@@ -11,6 +11,7 @@ from typing import Any
 
 from fastapi import APIRouter, Body, Query, Request
 from fastapi.responses import JSONResponse, Response
+from pydantic import BaseModel, ConfigDict
 
 from scheduler import __version__
 from scheduler.model.app import AppSpec, normalize_app_id, parse_app
@@ -391,6 +392,39 @@ def prefers_text(accept: str) -> bool:
         elif media.lower() in ("application/json", "application/*", "*/*"):
             json_q = max(json_q, q)
     return text > json_q
+
+
+class TaskIds(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    ids: list[str]
+
+
+@router.post("/v2/tasks/delete")
+def delete_tasks(request: Request, body: TaskIds, scale: str | None = None,
+                 wipe: str | None = None, force: str | None = None) -> Response:
+    """Kill the given tasks (of any apps). Unknown ids: 400 and nothing is killed. With
+    ``scale`` each app's instances drop by its killed tasks (a deployment per app)."""
+    o = orch(request)
+    do_scale = qbool(scale)
+    qbool(wipe), qbool(force)
+    known = {t.id: t for t in o.tasks()}
+    unknown = [i for i in body.ids if i not in known]
+    if unknown:
+        return JSONResponse({"message": f"Task '{unknown[0]}' does not exist"},
+                            status_code=400)
+    by_app: dict[str, list[str]] = {}
+    for task_id in dict.fromkeys(body.ids):
+        by_app.setdefault(known[task_id].app_id, []).append(task_id)
+    killed: list[Task] = []
+    for app_id, ids in sorted(by_app.items()):
+        killed.extend(o.kill_tasks(app_id, ids, scale=do_scale))
+    if do_scale:
+        deps = [d for app_id in by_app for d in o.deployments_of(app_id)]
+        dep = deps[-1] if deps else None
+        return _deployment_response(dep.version if dep else iso(o.clock.now()),
+                                    dep.id if dep else str(uuid.uuid4()))
+    specs = {a.id: a for a in o.apps()}
+    return JSONResponse({"tasks": [task_json(o, t, specs.get(t.app_id)) for t in killed]})
 
 
 @router.get("/v2/tasks", response_model=None)

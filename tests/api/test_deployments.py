@@ -136,3 +136,20 @@ def test_an_app_waits_for_its_dependencies(client: TestClient,
     post(client, {**SLEEPER, "id": "/db"})
     settle(orchestrator)
     assert len(orchestrator.tasks("/db")) == 1 and len(orchestrator.tasks("/api")) == 1
+
+
+def test_tasks_delete_kills_given_tasks_across_apps(client: TestClient,
+                                                    orchestrator: Orchestrator) -> None:
+    post(client, {**SLEEPER, "instances": 2})
+    post(client, {**SLEEPER, "id": "/other"})
+    settle(orchestrator)
+    a = orchestrator.tasks("/sleeper")[0].id
+    b = orchestrator.tasks("/other")[0].id
+    r = client.post("/v2/tasks/delete", json={"ids": ["nope.1"]})
+    assert r.status_code == 400
+    assert all(t.kill_requested_at is None for t in orchestrator.tasks())
+    r = client.post("/v2/tasks/delete?scale=true", json={"ids": [a, b]})
+    assert r.status_code == 200 and "deploymentId" in r.json()
+    assert client.get("/v2/apps/sleeper").json()["app"]["instances"] == 1
+    assert client.get("/v2/apps/other").json()["app"]["instances"] == 0
+    settle(orchestrator)

@@ -41,6 +41,16 @@ def test_marathon_client_full_cycle(server: Server) -> None:
     wait_for(lambda: not c.list_deployments(), 30, "the creating deployment to finish")
     assert [a.id for a in c.list_apps(label="via==client")] == ["/client-app"]
     assert len(c.list_tasks("client-app")) == 2
+    victim = c.list_tasks("client-app")[0].id
+    c.kill_task("client-app", victim)  # replaced: the app still wants two
+    wait_for(lambda: victim not in {t.id for t in c.list_tasks("client-app")}
+             and c.get_app("client-app").tasks_running == 2, 30, "a replacement")
+    wait_for(lambda: not c.list_deployments(), 30, "deployments to settle")
+    assert c.kill_given_tasks([c.list_tasks("client-app")[0].id], scale=True)
+    wait_for(lambda: c.get_app("client-app").instances == 1, 30, "scale via tasks/delete")
+    wait_for(lambda: not c.list_deployments(), 30, "deployments to settle")
+    c.scale_app("client-app", instances=2)
+    wait_for(lambda: c.get_app("client-app").tasks_running == 2, 30, "scale back up")
     c.scale_app("client-app", instances=1)
     wait_for(lambda: c.get_app("client-app").tasks_running == 1, 30, "scale down")
     wait_for(lambda: not c.list_deployments(), 30, "the scaling deployment to finish")
