@@ -59,7 +59,7 @@ class LiveServer:
         self.port: int = sock.getsockname()[1]
         self.url = f"http://127.0.0.1:{self.port}"
         config = uvicorn.Config(app, log_level="warning", lifespan="off",
-                                timeout_graceful_shutdown=1)
+                                timeout_graceful_shutdown=10)
         self.server = server_cls(config)
         self.thread = threading.Thread(target=self.server.run, kwargs={"sockets": [sock]},
                                        daemon=True)
@@ -386,8 +386,9 @@ def test_shutdown_ends_streams_instead_of_waiting_on_them(orchestrator: Orchestr
         assert c.next_event()[0] == "event_stream_attached"
     start = time.monotonic()
     srv.stop()
-    # Well under the 1 s graceful-shutdown timeout, which would cancel the streams instead.
-    assert time.monotonic() - start < 0.9
+    # Well under the 10 s graceful-shutdown timeout, which is what an open stream would
+    # otherwise hold shutdown for (uvicorn waits for open responses).
+    assert time.monotonic() - start < 5
     assert not srv.thread.is_alive()
     for c in clients:
         while (frame := c.next_frame(timeout=2)) is not None:
@@ -433,18 +434,21 @@ def test_slow_consumer_is_dropped_without_stalling_the_publisher(
         reader = threading.Thread(target=read_fast, daemon=True)
         reader.start()
         padding = "x" * 400  # ~550-byte frames: the slow client's buffers fill after ~200
-        worst = 0.0
         n = 5000
-        for i in range(n):
-            t0 = time.perf_counter()
-            bus.publish("status_update_event", now, taskId=f"t{i}", taskStatus="TASK_RUNNING",
-                        appId="/busy", message=padding)
-            worst = max(worst, time.perf_counter() - t0)
-            if i % 100 == 99:
-                time.sleep(0.02)  # a busy control loop, not a tight loop: a reader keeps up
+        # The publisher (the control loop in production) never waits on any client: all
+        # 5,000 publishes complete while one client reads nothing and its socket buffers are
+        # full. (If a publish waited on that client, this loop would never finish.) No timing
+        # is asserted: speed is for bench/, behaviour is for tests.
+        publisher = threading.Thread(target=lambda: [
+            (bus.publish("status_update_event", now, taskId=f"t{i}",
+                         taskStatus="TASK_RUNNING", appId="/busy", message=padding),
+             time.sleep(0.02) if i % 100 == 99 else None)  # a busy loop, not a tight one
+            for i in range(n)
+        ], daemon=True)
+        publisher.start()
+        publisher.join(120)
+        assert not publisher.is_alive(), "publishing stalled behind a client that never reads"
         bus.publish("app_terminated_event", now, appId="/busy")
-        # The publisher (the control loop in production) never waits on any client.
-        assert worst < 0.05, f"a publish took {worst:.3f}s"
         reader.join(30)
         assert received == [f"t{i}" for i in range(n)], "the reading client missed events"
         # Only the client that did not read was dropped, and it no longer holds a queue.

@@ -255,7 +255,9 @@ def test_occurrence_is_constant_time() -> None:
     s = iso("R/2026-01-01T00:00:00Z/PT1S")
     began = time.perf_counter()
     assert occurrence(s, 10**9) == datetime(2026, 1, 1, tzinfo=UTC) + timedelta(seconds=10**9)
-    assert time.perf_counter() - began < 0.01
+    # Walking 10**9 occurrences would take many minutes; O(1) is well under a second even on
+    # a loaded machine.
+    assert time.perf_counter() - began < 0.5
 
 
 def test_occurrence_index_bounds() -> None:
@@ -376,7 +378,7 @@ def test_latest_at_or_before_after_ten_years_of_downtime_answers_at_once() -> No
         119, at("Europe/Berlin", 2035, 12, 31, 2).astimezone(UTC)
     )
     assert latest_at_or_before(five_minutes, when) == (None, datetime(2036, 1, 1, tzinfo=UTC))
-    assert time.perf_counter() - began < 0.1
+    assert time.perf_counter() - began < 2  # a walk over 315 million seconds would not be
 
 
 def test_latest_at_or_before_edges() -> None:

@@ -1,0 +1,417 @@
+"""Kubernetes for the tests: an offline cluster, a namespace per test, runtimes, clean-up.
+
+The cluster is real where it matters to Dromos -- etcd, kube-apiserver (RBAC, Pod Security
+admission, watch cache), kube-controller-manager and kube-scheduler, built from Go modules by
+``kind-cluster/offline/build.sh`` -- and simulated where no registry or kubelet is available:
+the kwok controller plays the kubelet of every node, following the Stage objects of
+``kind-cluster/offline/stages.yaml``. No container runs, so a pod "scripts" its process
+through ``DROMOS_SIM_*`` environment variables (documented in that file): start delay,
+readiness, exit code after a run time, and what happens on SIGTERM.
+
+One cluster (``dromos-test``, :data:`TEST_NODES` nodes plus a node named ``localhost``, the
+host the contract suite's tasks are placed on) is started by ``up.sh`` when a test first needs
+it, shared by concurrent test sessions, and stopped when the last of them exits
+(``DROMOS_KEEP_K8S=1`` keeps it running for the next session).
+Each test gets its own namespace (derived from its state directory, Pod Security
+``restricted`` enforced, so every pod Dromos creates is checked against it);
+:func:`cleanup_kube_state` force-deletes its pods and the namespace.
+
+Which runtime contract tests run on KWOK as they are, and which are replaced by KWOK variants
+in ``test_kubernetes.py`` (and why), is :data:`ADAPTED`.
+"""
+
+from __future__ import annotations
+
+import atexit
+import contextlib
+import fcntl
+import functools
+import hashlib
+import json
+import os
+import re
+import socket
+import subprocess
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import replace
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+from kubernetes import client as k8s_client
+from kubernetes.client.exceptions import ApiException
+
+from scheduler.model.app import AppSpec
+from scheduler.model.task import Task, TaskState
+from scheduler.runtimes.base import LaunchSpec, launch_spec
+from scheduler.runtimes.kubernetes import KubernetesRuntime, load_client_configuration
+
+REPO = Path(__file__).resolve().parents[2]
+OFFLINE = REPO / "kind-cluster" / "offline"
+CLUSTER_NAME = os.environ.get("DROMOS_TEST_CLUSTER", "dromos-test")
+TEST_NODES = 3
+UP_TIMEOUT_SECONDS = 3600  # a first run builds the control plane from source (~15 min)
+CACHE = Path(os.environ.get("DROMOS_K8S_CACHE", Path.home() / ".cache/dromos/k8s"))
+SESSIONS = CACHE / "test-cluster" / CLUSTER_NAME / "sessions"
+"""One file per test session using the cluster (its pid)."""
+TEST_IMAGE = "dromos-test/busybox:1"  # never pulled: no kubelet runs it
+
+# Contract tests (tests/runtimes/test_contract.py) that need a real process -- its output, a
+# shell, signal handling, exec into the container -- cannot pass on KWOK, where no container
+# runs. They are deselected for the kubernetes backend and replaced by the variant named here,
+# which checks the same promise through what the API server shows, with the process's
+# behaviour scripted by DROMOS_SIM_* variables (KWOK stages).
+ADAPTED: dict[str, str] = {
+    "test_exit_status_zero_is_finished":
+        "`exit 0` needs a shell -> test_kwok_exit_status_zero_is_finished (DROMOS_SIM_EXIT=0)",
+    "test_exit_status_three_is_failed_with_that_exit_code":
+        "`exit 3` needs a shell -> test_kwok_exit_status_three_is_failed_with_that_exit_code",
+    "test_kill_lets_a_task_that_handles_term_exit_within_the_grace_period":
+        "reads the task's stdout -> test_kwok_kill_lets_a_task_that_handles_term_exit_"
+        "within_the_grace_period (DROMOS_SIM_ON_TERM=exit:0)",
+    "test_kill_forces_a_task_that_ignores_term_once_the_grace_period_is_over":
+        "reads stdout -> test_kwok_kill_forces_a_task_that_ignores_term_once_the_grace_"
+        "period_is_over (DROMOS_SIM_ON_TERM=ignore)",
+    "test_kill_of_a_task_that_is_gone_or_unknown_is_a_no_op":
+        "needs a finished task -> test_kwok_kill_of_a_task_that_is_gone_or_unknown_is_a_no_op",
+    "test_the_task_environment_has_marathons_variables":
+        "reads `env` output -> test_kwok_the_pod_environment_has_marathons_variables "
+        "(the pod spec's env)",
+    "test_cmd_runs_through_sh_exactly_as_given":
+        "reads stdout -> test_kwok_cmd_runs_through_sh_exactly_as_given (container command)",
+    "test_args_run_without_a_shell":
+        "reads stdout -> test_kwok_args_run_without_a_shell (container args, no command)",
+    "test_launching_an_id_twice_returns_the_same_handle_and_starts_one_process":
+        "counts output lines -> test_kwok_launching_an_id_twice_makes_one_pod (one pod, one uid)",
+    "test_a_restarted_runtime_adopts_a_running_task":
+        "waits for output, exit 7 from a TERM trap -> test_kwok_a_restarted_runtime_adopts_a_"
+        "running_task (DROMOS_SIM_ON_TERM=exit:7)",
+    "test_a_restarted_runtime_learns_how_tasks_ended_while_it_was_down":
+        "`sleep 0.3; exit 5` -> test_kwok_a_restarted_runtime_learns_how_tasks_ended_while_it_"
+        "was_down (DROMOS_SIM_RUN_FOR=300ms, DROMOS_SIM_EXIT=5)",
+    "test_observe_reports_every_task_in_order":
+        "needs a finished task -> test_kwok_observe_reports_every_task_in_order",
+    "test_check_command_runs_in_the_tasks_environment":
+        "`kubectl exec` needs a kubelet -> test_kwok_check_command_execs_in_the_tasks_pod",
+}
+
+
+# --- the cluster -----------------------------------------------------------------------------
+
+
+@functools.cache
+def _cluster() -> tuple[str | None, str | None]:
+    """(kubeconfig path, None) once the test cluster answers, or (None, why not). Brings it
+    up the first time (building the binaries if needed).
+
+    Several test sessions may share the cluster (developers run the suite in parallel): they
+    serialise bringing it up on a lock, each registers itself, and the last one to leave
+    stops it -- if a test session started it (a cluster someone started by hand stays)."""
+    SESSIONS.mkdir(parents=True, exist_ok=True)
+    with open(SESSIONS.parent / "lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not _answers():
+            try:
+                done = subprocess.run(
+                    ["bash", str(OFFLINE / "up.sh"), "--name", CLUSTER_NAME, "--nodes",
+                     str(TEST_NODES)],
+                    capture_output=True, text=True, timeout=UP_TIMEOUT_SECONDS, check=False)
+            except (OSError, subprocess.TimeoutExpired) as e:
+                return None, f"up.sh could not run: {e}"
+            lines = done.stdout.strip().splitlines()
+            if done.returncode != 0 or not lines or not lines[-1].startswith("KUBECONFIG="):
+                why = (done.stderr or done.stdout).strip().splitlines()[-4:]
+                return None, f"up.sh failed ({done.returncode}): {' / '.join(why)}"
+            (SESSIONS.parent / "started-by-tests").touch()
+        (SESSIONS / str(os.getpid())).touch()
+    atexit.register(_leave)
+    config = str(_kubeconfig_path())
+    _ensure_localhost_node(config)
+    return config, None
+
+
+def _kubeconfig_path() -> Path:
+    workdir = Path(os.environ.get("KWOK_WORKDIR", Path.home() / ".kwok"))
+    return workdir / "clusters" / CLUSTER_NAME / "kubeconfig.yaml"
+
+
+def _answers() -> bool:
+    if not _kubeconfig_path().exists():
+        return False
+    done = subprocess.run(["kubectl", "--kubeconfig", str(_kubeconfig_path()), "get", "--raw",
+                           "/readyz"], capture_output=True, timeout=20, check=False)
+    return done.returncode == 0
+
+
+def _leave() -> None:
+    """At exit: unregister; the last session out stops a cluster that tests started."""
+    with open(SESSIONS.parent / "lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        (SESSIONS / str(os.getpid())).unlink(missing_ok=True)
+        for entry in SESSIONS.iterdir():
+            if entry.name.isdigit() and not Path(f"/proc/{entry.name}").exists():
+                entry.unlink(missing_ok=True)  # a session that died without leaving
+        marker = SESSIONS.parent / "started-by-tests"
+        if any(SESSIONS.iterdir()) or not marker.exists():
+            return
+        if os.environ.get("DROMOS_KEEP_K8S") == "1":
+            return
+        subprocess.run(["bash", str(OFFLINE / "down.sh"), "--name", CLUSTER_NAME],
+                       capture_output=True, timeout=120, check=False)
+        marker.unlink(missing_ok=True)
+
+
+def _ensure_localhost_node(kubeconfig: str) -> None:
+    """The contract suite places its tasks on host ``localhost``: give the cluster a node of
+    that name (KWOK plays its kubelet like any other)."""
+    node = {
+        "apiVersion": "v1", "kind": "Node",
+        "metadata": {"name": "localhost",
+                     "annotations": {"kwok.x-k8s.io/node": "fake"},
+                     "labels": {"kubernetes.io/hostname": "localhost", "rack": "r0",
+                                "topology.kubernetes.io/zone": "z0", "type": "kwok"}},
+        "status": {"allocatable": {"cpu": "16", "memory": "64Gi", "pods": "500"},
+                   "capacity": {"cpu": "16", "memory": "64Gi", "pods": "500"}},
+    }
+    kubectl(kubeconfig, "apply", "--server-side", "--field-manager", "dromos-tests", "-f", "-",
+            input=json.dumps(node))
+    kubectl(kubeconfig, "wait", "--for=condition=Ready", "node/localhost", "--timeout=60s")
+
+
+def kube_unavailable() -> str | None:
+    """Why the Kubernetes tests cannot run here, or ``None`` when the cluster is up."""
+    return _cluster()[1]
+
+
+def kubeconfig() -> str:
+    """The test cluster's kubeconfig (skips the test when the cluster cannot come up)."""
+    path, why = _cluster()
+    if path is None:
+        pytest.skip(f"kubernetes runtime unavailable: {why}")
+    return path
+
+
+def kubectl(config: str, *args: str, input: str | None = None,
+            check: bool = True) -> subprocess.CompletedProcess[str]:
+    """Run kubectl against ``config``; fails the test (with kubectl's words) on error."""
+    done = subprocess.run(["kubectl", "--kubeconfig", config, *args], input=input,
+                          capture_output=True, text=True, timeout=120, check=False)
+    if check and done.returncode != 0:
+        raise AssertionError(f"kubectl {' '.join(args)} failed: {done.stderr.strip()}")
+    return done
+
+
+def kwokctl(*args: str) -> subprocess.CompletedProcess[str]:
+    """Run the cached kwokctl (e.g. ``stop cluster --name dromos-test``)."""
+    return subprocess.run([str(CACHE / "bin" / "kwokctl"), *args], capture_output=True,
+                          text=True, timeout=180, check=True)
+
+
+def kubectl_json(config: str, *args: str) -> Any:
+    return json.loads(kubectl(config, *args, "-o", "json").stdout)
+
+
+@functools.cache
+def core_api() -> Any:
+    """A CoreV1Api for the helpers (runtimes under test make their own clients)."""
+    configuration = load_client_configuration(kubeconfig())
+    return k8s_client.CoreV1Api(k8s_client.ApiClient(configuration))
+
+
+# --- namespaces and runtimes -----------------------------------------------------------------
+
+
+def namespace_for(state_dir: Path) -> str:
+    """The namespace of one test's state: a DNS label derived from the directory."""
+    return "t-" + hashlib.sha256(str(state_dir.absolute()).encode()).hexdigest()[:12]
+
+
+def ensure_namespace(name: str) -> None:
+    """Create the namespace, Pod Security ``restricted`` enforced, unless it exists."""
+    body = {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name, "labels": {
+        "pod-security.kubernetes.io/enforce": "restricted",
+        "pod-security.kubernetes.io/enforce-version": "latest",
+        "dromos.io/test": "true"}}}
+    try:
+        core_api().create_namespace(body)
+    except ApiException as e:
+        if e.status != 409:
+            raise
+    # The serviceaccount controller adds "default" shortly after; pods need it to be admitted.
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            core_api().read_namespaced_service_account("default", name)
+            return
+        except ApiException as e:
+            if e.status != 404 or time.monotonic() > deadline:
+                raise
+        time.sleep(0.1)
+
+
+def make_kube_runtime(state_dir: Path, **options: Any) -> KubernetesRuntime:
+    """A KubernetesRuntime over ``state_dir`` in the test's own namespace (created on first
+    use). Apps without a container get :data:`TEST_IMAGE` (nothing pulls it on KWOK)."""
+    namespace = options.pop("namespace", None) or namespace_for(state_dir)
+    ensure_namespace(namespace)
+    options.setdefault("default_image", TEST_IMAGE)
+    options.setdefault("configuration", load_client_configuration(kubeconfig()))
+    return KubernetesRuntime(state_dir, namespace=namespace, **options)
+
+
+def kube_stdout(state_dir: Path, task: Task) -> str:
+    """Task output: KWOK runs no container, so there never is any."""
+    return ""
+
+
+def cleanup_kube_state(state_dir: Path) -> None:
+    """Force-delete every pod and Service in the test's namespace, then the namespace; raise
+    if a pod stays."""
+    namespace = namespace_for(state_dir)
+    api = core_api()
+    try:
+        api.delete_collection_namespaced_pod(namespace, grace_period_seconds=0)
+        for svc in api.list_namespaced_service(namespace).items:
+            api.delete_namespaced_service(svc.metadata.name, namespace)
+    except ApiException as e:
+        if e.status != 404:
+            raise
+        return
+    deadline = time.monotonic() + 30
+    while api.list_namespaced_pod(namespace).items:
+        if time.monotonic() > deadline:
+            raise AssertionError(f"pods of namespace {namespace} survived the clean-up")
+        time.sleep(0.1)
+    try:
+        api.delete_namespace(namespace)
+    except ApiException as e:
+        if e.status != 404:
+            raise
+
+
+# --- launching with the app's checks and ports -------------------------------------------
+
+
+def kube_launch_spec(app: AppSpec, task: Task) -> LaunchSpec:
+    """``launch_spec`` plus what the kubernetes runtime reads from ``extra`` (the keys it
+    documents): the app's effective port definitions, health and readiness checks."""
+    spec = launch_spec(app, task)
+    extra = dict(spec.extra)
+    extra["portDefinitions"] = [p.model_dump(mode="json", exclude_none=True)
+                                for p in app.port_definitions]
+    extra["healthChecks"] = [hc.to_json() for hc in app.healthChecks]
+    extra["readinessChecks"] = [rc.model_dump(mode="json") for rc in app.readinessChecks]
+    return replace(spec, extra=extra)
+
+
+def launch_spec_has_app_extras() -> bool:
+    """Whether ``scheduler.runtimes.base.launch_spec`` already passes the app's port
+    definitions and checks in ``extra`` (what :func:`kube_launch_spec` adds for the tests)."""
+    app = AppSpec.model_validate({"id": "/x", "cmd": "true"})
+    now = Task(id="x.1", app_id="/x", host="h", version="v", state=TaskState.STAGING,
+               staged_at=datetime.now(UTC), ports=(1,))
+    return "portDefinitions" in launch_spec(app, now).extra
+
+
+def pod_of(config: str, namespace: str, name: str) -> Any:
+    return kubectl_json(config, "get", "pod", "-n", namespace, name)
+
+
+def pods_labelled(config: str, namespace: str, selector: str) -> Sequence[Any]:
+    items: Sequence[Any] = kubectl_json(config, "get", "pods", "-n", namespace, "-l",
+                                        selector)["items"]
+    return items
+
+
+# --- outages ------------------------------------------------------------------------------------
+
+
+class Blackhole:
+    """A TCP forwarder to the API server that can drop every connection and refuse new ones
+    (the API server unreachable), and come back."""
+
+    def __init__(self, target: tuple[str, int]) -> None:
+        self.target = target
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self.listener.getsockname()[1]
+        self.open = True
+        self.conns: list[socket.socket] = []
+        self.lock = threading.Lock()
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                client, _ = self.listener.accept()
+            except OSError:
+                return
+            if not self.open:
+                client.close()
+                continue
+            try:
+                upstream = socket.create_connection(self.target)
+            except OSError:
+                client.close()
+                continue
+            with self.lock:
+                self.conns += [client, upstream]
+            for a, b in ((client, upstream), (upstream, client)):
+                threading.Thread(target=self._pipe, args=(a, b), daemon=True).start()
+
+    @staticmethod
+    def _pipe(src: socket.socket, dst: socket.socket) -> None:
+        try:
+            while data := src.recv(65536):
+                dst.sendall(data)
+        except OSError:
+            pass
+        finally:
+            for s in (src, dst):
+                with contextlib.suppress(OSError):
+                    s.shutdown(socket.SHUT_RDWR)
+
+    def cut(self) -> None:
+        self.open = False
+        with self.lock:
+            conns, self.conns = self.conns, []
+        for c in conns:
+            with contextlib.suppress(OSError):
+                c.shutdown(socket.SHUT_RDWR)
+            c.close()
+
+    def restore(self) -> None:
+        self.open = True
+
+    def close(self) -> None:
+        self.cut()
+        self.listener.close()
+
+
+def kubeconfig_through(config: str, hole: Blackhole, path: Path) -> Path:
+    """A copy of kubeconfig ``config`` whose server is reached through ``hole``."""
+    text = Path(config).read_text()
+    server = re.search(r"server:\s*https://([^:\s]+):(\d+)", text)
+    assert server is not None, "the kubeconfig names no https server"
+    path.write_text(text.replace(server.group(0),
+                                 f"server: https://{server.group(1)}:{hole.port}"))
+    return path
+
+
+def api_server_address(config: str) -> tuple[str, int]:
+    server = re.search(r"server:\s*https://([^:\s]+):(\d+)", Path(config).read_text())
+    assert server is not None, "the kubeconfig names no https server"
+    return server.group(1), int(server.group(2))
+
+
+def own_cluster(name: str, nodes: int = 1) -> str:
+    """A separate small cluster for a test that must disrupt it; the caller removes it
+    (``down.sh --name``)."""
+    done = subprocess.run(["bash", str(OFFLINE / "up.sh"), "--name", name, "--nodes",
+                           str(nodes)], capture_output=True, text=True, timeout=600,
+                          check=False)
+    if done.returncode != 0:
+        raise AssertionError(f"up.sh --name {name} failed: {done.stderr[-1500:]}")
+    return done.stdout.strip().splitlines()[-1].removeprefix("KUBECONFIG=")
