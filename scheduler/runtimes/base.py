@@ -83,8 +83,21 @@ def launch_spec(spec: AppSpec, task: Task) -> LaunchSpec:
         args=tuple(spec.args) if spec.args is not None else None,
         image=image,
         kill_grace_seconds=spec.kill_grace_seconds,
-        extra={"container": spec.container.model_dump(mode="json")} if spec.container else {},
+        extra=_extra(spec),
     )
+
+
+def _extra(spec: AppSpec) -> dict[str, Any]:
+    """What backends that run checks themselves (Kubernetes probes, Services) need."""
+    extra: dict[str, Any] = {
+        "portDefinitions": [p.model_dump(mode="json", exclude_none=True)
+                            for p in spec.port_definitions],
+        "healthChecks": [hc.to_json() for hc in spec.healthChecks],
+        "readinessChecks": [rc.model_dump(mode="json") for rc in spec.readinessChecks],
+    }
+    if spec.container:
+        extra["container"] = spec.container.model_dump(mode="json")
+    return extra
 
 
 @dataclass(frozen=True)
