@@ -12,6 +12,14 @@ from scheduler.model.node import Node
 from scheduler.model.resources import Resources
 from scheduler.model.task import Task, TaskState
 
+# Labels on everything a runtime creates, so `docker ps --filter label=...` and
+# `kubectl get pods -l ...` show a user what Dromos runs.
+LABEL_APP = "dromos.io/app"
+LABEL_TASK = "dromos.io/task"
+LABEL_VERSION = "dromos.io/version"
+LABEL_JOB = "dromos.io/job"
+LABEL_RUN = "dromos.io/run"
+
 
 class RuntimeUnavailable(Exception):
     """The backend cannot be reached right now (Docker Engine down, API server gone)."""
@@ -116,6 +124,14 @@ class Observation:
     message: str = ""
     handle: Mapping[str, Any] = field(default_factory=dict)
     started_at: datetime | None = None
+
+
+def unobservable(task: Task, error: Exception) -> Observation:
+    """What ``observe`` reports for a task it could not read: its last known state, with the
+    error as the message (one odd task must not hide the others, nor be declared dead)."""
+    return Observation(task_id=task.id, state=task.state, exit_code=task.exit_code,
+                       message=f"could not observe the task: {error}",
+                       handle=dict(task.handle), started_at=task.started_at)
 
 
 class Runtime(Protocol):

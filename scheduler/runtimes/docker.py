@@ -98,16 +98,21 @@ import requests
 from scheduler.model.node import Node
 from scheduler.model.resources import PortRange, Resources, format_port_ranges
 from scheduler.model.task import Task, TaskState
-from scheduler.runtimes.base import LaunchSpec, Observation, RuntimeUnavailable
+from scheduler.runtimes.base import (
+    LABEL_APP,
+    LABEL_JOB,
+    LABEL_RUN,
+    LABEL_TASK,
+    LABEL_VERSION,
+    LaunchSpec,
+    Observation,
+    RuntimeUnavailable,
+    unobservable,
+)
 from scheduler.runtimes.executor import read_json, write_json_atomic
 
 log = logging.getLogger(__name__)
 
-LABEL_APP = "dromos.io/app"
-LABEL_TASK = "dromos.io/task"
-LABEL_VERSION = "dromos.io/version"
-LABEL_JOB = "dromos.io/job"
-LABEL_RUN = "dromos.io/run"
 
 NAME_PREFIX = "dromos-"
 MAX_NAME_LENGTH = 128
@@ -398,16 +403,7 @@ class DockerRuntime:
                 raise self._failed(f"the Docker Engine stopped answering: {e}") from e
             except Exception as e:  # one odd container or record must not hide the others
                 log.exception("observing task %s failed", task.id)
-                out.append(
-                    Observation(
-                        task_id=task.id,
-                        state=task.state,
-                        exit_code=task.exit_code,
-                        message=f"could not observe the task: {e}",
-                        handle=dict(task.handle),
-                        started_at=task.started_at,
-                    )
-                )
+                out.append(unobservable(task, e))
         self._collect_exited(api, listed)
         return out
 

@@ -161,18 +161,23 @@ from scheduler.model.app import task_id_prefix
 from scheduler.model.node import Node
 from scheduler.model.resources import PortRange, Resources
 from scheduler.model.task import Task, TaskState
-from scheduler.runtimes.base import LaunchSpec, Observation, RuntimeUnavailable
+from scheduler.runtimes.base import (
+    LABEL_APP,
+    LABEL_JOB,
+    LABEL_RUN,
+    LABEL_TASK,
+    LABEL_VERSION,
+    LaunchSpec,
+    Observation,
+    RuntimeUnavailable,
+    unobservable,
+)
 from scheduler.runtimes.executor import read_json, write_json_atomic
 
 log = logging.getLogger(__name__)
 
 Json = dict[str, Any]
 
-LABEL_APP = "dromos.io/app"
-LABEL_TASK = "dromos.io/task"
-LABEL_VERSION = "dromos.io/version"
-LABEL_JOB = "dromos.io/job"
-LABEL_RUN = "dromos.io/run"
 LABEL_MANAGED_BY = "app.kubernetes.io/managed-by"
 MANAGED_BY = "dromos"
 ANNOTATION_APP_ID = "dromos.io/app-id"
@@ -1346,9 +1351,7 @@ class KubernetesRuntime:
                 raise
             except Exception as e:  # one odd pod or record must not hide the others
                 log.exception("observing task %s failed", task.id)
-                out.append(Observation(task.id, task.state, task.exit_code,
-                                       f"could not observe the task: {e}", dict(task.handle),
-                                       task.started_at))
+                out.append(unobservable(task, e))
         self._collect_ended(pods)
         self._sweep_services(pods)
         return out

@@ -48,7 +48,12 @@ import scheduler
 from scheduler.model.node import Node
 from scheduler.model.resources import PortRange, Resources, format_port_ranges
 from scheduler.model.task import Task, TaskState
-from scheduler.runtimes.base import LaunchSpec, Observation, RuntimeUnavailable
+from scheduler.runtimes.base import (
+    LaunchSpec,
+    Observation,
+    RuntimeUnavailable,
+    unobservable,
+)
 from scheduler.runtimes.executor import (
     ENV_FILE,
     EXECUTOR_FILE,
@@ -365,16 +370,7 @@ class LocalRuntime:
                 out.append(self._observe_one(task))
             except Exception as e:  # one broken sandbox must not hide the other tasks
                 log.exception("observing task %s failed", task.id)
-                out.append(
-                    Observation(
-                        task_id=task.id,
-                        state=task.state,
-                        exit_code=task.exit_code,
-                        message=f"could not observe the task: {e}",
-                        handle=dict(task.handle),
-                        started_at=task.started_at,
-                    )
-                )
+                out.append(unobservable(task, e))
         return out
 
     def check_command(self, task: Task, command: str) -> tuple[list[str], dict[str, str]]:

@@ -24,7 +24,8 @@ import docker
 import docker.errors
 
 from scheduler.model.task import Task
-from scheduler.runtimes.docker import LABEL_TASK, DockerRuntime, container_name
+from scheduler.runtimes.base import LABEL_TASK
+from scheduler.runtimes.docker import DockerRuntime, container_name
 
 BUSYBOX_IMAGE = "dromos-test/busybox:1"
 """busybox-static in an otherwise empty root filesystem (``sh``, ``httpd``, ``printf``...)."""
