@@ -513,14 +513,16 @@ class Orchestrator:
         """
         with self._lock:
             now = self.clock.now()
-            existing = {j.name: j for j in self.store.list_jobs()}
+            # The runner's cached jobs (kept in sync by forget), not a re-read and
+            # re-validation of every stored job on each write.
+            existing = self.jobs.jobs()
             dag.validate_job(job, existing)
             old = existing.get(job.name)
             with self.store.atomic():
                 self.store.put_job(job)
                 if job.schedule and (old is None or old.schedule != job.schedule
                                      or old.scheduleTimeZone != job.scheduleTimeZone):
-                    self.jobs.forget(job.name)
+                    # schedule_of re-parses on its own when the text or zone changed.
                     schedule = self.jobs.schedule_of(job)
                     assert schedule is not None
                     _, before = latest_at_or_before(schedule, now - timedelta(microseconds=1))
@@ -535,8 +537,7 @@ class Orchestrator:
             self.job(name)
             now = self.clock.now()
             self.jobs.kill(name, now)
-            jobs = {j.name: j for j in self.store.list_jobs()}
-            updated = dag.remove_job(jobs, name)
+            updated = dag.remove_job(self.jobs.jobs(), name)
             with self.store.atomic():
                 for child in updated.values():
                     self.store.put_job(child)
