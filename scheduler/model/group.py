@@ -96,7 +96,7 @@ class _GroupShell(BaseModel):
     ``enforceRole`` (Marathon 1.9+) is accepted and ignored: Dromos has no per-group roles.
     """
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     id: str | None = None
     apps: list[Any] | None = None

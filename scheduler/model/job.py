@@ -31,11 +31,26 @@ from pydantic import (
 )
 
 from scheduler.model.constraints import Constraint, Operator, parse_constraint
+from scheduler.model.limits import (
+    MAX_ARGS,
+    MAX_CPUS,
+    MAX_DURATION_SECONDS,
+    MAX_ENV,
+    MAX_MIB,
+    MAX_TIME_ZONE_LENGTH,
+    EnvName,
+    EnvValue,
+    Float,
+    Int,
+    Launchable,
+    non_finite_details,
+)
 from scheduler.model.resources import Resources
 from scheduler.model.timefmt import iso, parse_iso
 from scheduler.model.validation import SpecError, errors_from_pydantic
 
-JOB_NAME = re.compile(r"^[\w.-]+$")
+JOB_NAME = re.compile(r"[\w.-]+")
+"""A job name (matched whole, with ``fullmatch``); names of dots only are refused."""
 CRON_PREFIX = "cron:"
 
 # Counters and timestamps Chronos returns and clients send back: accepted, ignored on writes.
@@ -69,13 +84,13 @@ JobConstraint = Annotated[
 
 
 class EnvVar(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-    name: str = Field(min_length=1)
-    value: str = ""
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+    name: EnvName
+    value: EnvValue = ""
 
 
 class JobContainer(BaseModel):
-    model_config = ConfigDict(extra="allow", frozen=True)
+    model_config = ConfigDict(extra="allow", frozen=True, allow_inf_nan=False)
     type: str = Field(default="DOCKER", pattern="^(DOCKER|MESOS|docker|mesos)$")
     image: str = Field(min_length=1)
     network: str = "BRIDGE"
@@ -96,7 +111,10 @@ class MissedRunPolicy(StrEnum):
 
 
 def _duration(text: str) -> timedelta:
-    d = isodate.parse_duration(text)
+    try:
+        d = isodate.parse_duration(text)
+    except OverflowError:
+        raise ValueError(f"{text!r} is too long a duration") from None
     if not isinstance(d, timedelta):
         # Years/months have no fixed length; epsilon and delays must.
         raise ValueError(f"{text!r} must be a fixed duration such as PT5M (no years or months)")
@@ -106,33 +124,34 @@ def _duration(text: str) -> timedelta:
 class JobSpec(BaseModel):
     """A validated Chronos job. Construct with :func:`parse_job`."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
     name: str = Field(min_length=1, max_length=200)
-    command: str = ""
+    command: Launchable = ""
     shell: bool = True
-    arguments: list[str] = Field(default_factory=list)
-    schedule: str | None = None
-    scheduleTimeZone: str = ""
+    arguments: list[Launchable] = Field(default_factory=list, max_length=MAX_ARGS)
+    schedule: str | None = Field(default=None, max_length=1000)
+    scheduleTimeZone: str = Field(default="", max_length=MAX_TIME_ZONE_LENGTH)
     parents: list[str] | None = None
     epsilon: str = "PT1M"
-    retries: int = Field(default=2, ge=0, le=100)
+    retries: Int = Field(default=2, ge=0, le=100)
     retryDelay: str = "PT5S"
     missedRunPolicy: MissedRunPolicy = MissedRunPolicy.LATEST
     disabled: bool = False
     concurrent: bool = False
     softError: bool = False
     highPriority: bool = False
-    maxCompletionTime: int = Field(default=0, ge=0)
+    # Chronos counts it in milliseconds.
+    maxCompletionTime: Int = Field(default=0, ge=0, le=MAX_DURATION_SECONDS * 1000)
     owner: str = ""
     ownerName: str = ""
     description: str = ""
     runAsUser: str = ""
-    cpus: float = Field(default=0.1, gt=0)
-    mem: float = Field(default=128, ge=0)
-    disk: float = Field(default=256, ge=0)
+    cpus: Float = Field(default=0.1, gt=0, le=MAX_CPUS)
+    mem: Float = Field(default=128, ge=0, le=MAX_MIB)
+    disk: Float = Field(default=256, ge=0, le=MAX_MIB)
     container: JobContainer | None = None
-    environmentVariables: list[EnvVar] = Field(default_factory=list)
+    environmentVariables: list[EnvVar] = Field(default_factory=list, max_length=MAX_ENV)
     constraints: list[JobConstraint] = Field(default_factory=list)
     uris: list[str] = Field(default_factory=list)
     fetch: list[dict[str, Any]] = Field(default_factory=list)
@@ -145,8 +164,10 @@ class JobSpec(BaseModel):
     @field_validator("name")
     @classmethod
     def _name(cls, v: str) -> str:
-        if not JOB_NAME.match(v):
+        if not JOB_NAME.fullmatch(v):
             raise ValueError("name may only hold letters, digits, '_', '.' and '-'")
+        if not v.strip("."):
+            raise ValueError("name must not consist of dots only")
         return v
 
     @field_validator("scheduleTimeZone")
@@ -155,7 +176,8 @@ class JobSpec(BaseModel):
         if v:
             try:
                 ZoneInfo(v)
-            except (ZoneInfoNotFoundError, ValueError):
+            except (ZoneInfoNotFoundError, ValueError, OSError):
+                # OSError: a name the file system refuses (too long, bad characters).
                 raise ValueError(f"unknown IANA time zone {v!r}") from None
         return v
 
@@ -168,6 +190,8 @@ class JobSpec(BaseModel):
             raise ValueError(f"{v!r} is not an ISO-8601 duration: {e}") from None
         if d < timedelta(0):
             raise ValueError("must not be negative")
+        if d > timedelta(seconds=MAX_DURATION_SECONDS):
+            raise ValueError(f"must be at most {MAX_DURATION_SECONDS} seconds (P365D)")
         return v
 
     @model_validator(mode="after")
@@ -225,6 +249,9 @@ def parse_job(data: Any) -> JobSpec:
     if not isinstance(data, dict):
         raise SpecError("Job is not valid", [("", ["must be a JSON object"])])
     cleaned = {k: v for k, v in data.items() if k not in JOB_READ_ONLY_FIELDS}
+    non_finite = non_finite_details(cleaned)
+    if non_finite:
+        raise SpecError("Job is not valid", non_finite)
     if cleaned.get("parents") == []:
         cleaned.pop("parents")
     if cleaned.get("schedule") == "":
