@@ -43,6 +43,7 @@ from scheduler.model.limits import (
     Float,
     Int,
     Launchable,
+    bounded_delta,
     non_finite_details,
 )
 from scheduler.model.resources import Resources
@@ -119,6 +120,17 @@ def _duration(text: str) -> timedelta:
         # Years/months have no fixed length; epsilon and delays must.
         raise ValueError(f"{text!r} must be a fixed duration such as PT5M (no years or months)")
     return d
+
+
+def _stored_duration(text: str, default: str) -> timedelta:
+    """A duration of a stored job, clamped into ``[0, MAX_DURATION_SECONDS]``; the field's
+    default when it does not parse. Validation refuses both cases, but a job that bypassed it
+    must not make the control loop raise."""
+    try:
+        d = _duration(text)
+    except (isodate.ISO8601Error, ValueError, OverflowError, TypeError):
+        d = _duration(default)
+    return bounded_delta(d)
 
 
 class JobSpec(BaseModel):
@@ -217,11 +229,13 @@ class JobSpec(BaseModel):
 
     @property
     def epsilon_delta(self) -> timedelta:
-        return _duration(self.epsilon)
+        """``epsilon``; never raises (see :func:`_stored_duration`)."""
+        return _stored_duration(self.epsilon, "PT1M")
 
     @property
     def retry_delay(self) -> timedelta:
-        return _duration(self.retryDelay)
+        """``retryDelay``; never raises (see :func:`_stored_duration`)."""
+        return _stored_duration(self.retryDelay, "PT5S")
 
     @property
     def time_zone(self) -> str:

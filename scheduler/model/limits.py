@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
+from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any
 
 from pydantic import AfterValidator, Field, Strict
@@ -115,3 +116,30 @@ def non_finite_details(data: Any) -> list[tuple[str, list[str]]]:
     """:func:`non_finite_paths` as :class:`~scheduler.model.validation.SpecError` details."""
     return [(p, ["must be a finite number (no Infinity or NaN)"])
             for p in non_finite_paths(data)]
+
+
+# --- arithmetic that never raises -----------------------------------------------------------
+
+_LATEST = datetime.max.replace(tzinfo=UTC)
+
+
+def bounded_seconds(value: float) -> float:
+    """``value`` clamped into ``[0, MAX_DURATION_SECONDS]``; infinity is the maximum and NaN
+    too (when a stored number is nonsense, waiting long is the safe reading)."""
+    if math.isnan(value):
+        return float(MAX_DURATION_SECONDS)
+    return float(min(max(value, 0.0), MAX_DURATION_SECONDS))
+
+
+def bounded_delta(delta: timedelta) -> timedelta:
+    """``delta`` clamped into ``[0, MAX_DURATION_SECONDS]``."""
+    return min(max(delta, timedelta(0)), timedelta(seconds=MAX_DURATION_SECONDS))
+
+
+def add_seconds(when: datetime, seconds: float) -> datetime:
+    """``when`` plus ``seconds`` (clamped by :func:`bounded_seconds`); past year 9999 this
+    is the last representable instant instead of an ``OverflowError``."""
+    try:
+        return when + timedelta(seconds=bounded_seconds(seconds))
+    except OverflowError:
+        return _LATEST if when.tzinfo is not None else datetime.max

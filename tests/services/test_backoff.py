@@ -54,6 +54,6 @@ def test_ordinary_backoff_is_unchanged() -> None:
 
 def test_a_launch_time_beyond_the_calendar_is_the_last_representable_instant() -> None:
     late = datetime(9999, 12, 31, tzinfo=UTC)
-    spec = bypassed(backoffSeconds=1e6)
+    spec = bypassed(backoffSeconds=1e6, maxLaunchDelaySeconds=1e6)
     at = Backoff(failures=1, last_failure_at=late).launch_allowed_at(spec)
     assert at == datetime.max.replace(tzinfo=UTC)
