@@ -12,6 +12,7 @@ from fastapi.responses import JSONResponse, PlainTextResponse
 
 from api import chronos, events, groups, marathon, metrics, status, ui
 from api.auth import AuthMiddleware
+from api.limits import DEFAULT_MAX_BODY_BYTES, BodyLimitMiddleware, StrictJSONResponse
 from scheduler import __version__
 from scheduler.config import Credentials
 from scheduler.model.app import AppSpec
@@ -23,12 +24,15 @@ def create_app(
     orchestrator: Orchestrator,
     credentials: Credentials | None = None,
     leader: str = "127.0.0.1:8080",
+    max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
 ) -> FastAPI:
-    """Build the HTTP application around a (started or not) orchestrator."""
+    """Build the HTTP application around a (started or not) orchestrator. Request bodies
+    over ``max_body_bytes`` get 413 (see :mod:`api.limits`)."""
     app = FastAPI(
         title="Dromos",
         version=__version__,
         description="Marathon-compatible /v2 API for services; status page at /.",
+        default_response_class=StrictJSONResponse,
     )
     app.state.orchestrator = orchestrator
     app.state.list_cache = {}
@@ -37,6 +41,8 @@ def create_app(
     app.state.port = int(leader.rsplit(":", 1)[-1]) if ":" in leader else 8080
     if credentials is not None and credentials.configured:
         app.add_middleware(AuthMiddleware, credentials=credentials)
+    # Added last, so outermost: an oversized body is refused before anything else runs.
+    app.add_middleware(BodyLimitMiddleware, max_body_bytes=max_body_bytes)
 
     @app.exception_handler(SpecError)
     async def _spec_error(_: Request, e: SpecError) -> JSONResponse:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import re
 import uuid
 from collections.abc import Iterable
@@ -13,6 +12,7 @@ from fastapi import APIRouter, Body, Query, Request
 from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, ConfigDict
 
+from api.limits import strict_dumps
 from scheduler import __version__
 from scheduler.model.app import AppSpec, normalize_app_id, parse_app
 from scheduler.model.task import Task, TaskState
@@ -220,7 +220,7 @@ def _render_list(o: Orchestrator, cmd: str | None, id: str | None,
         if selector and not labels_match(spec.labels, selector):
             continue
         apps.append(app_json(o, spec, wanted, by_app.get(spec.id, [])))
-    return json.dumps({"apps": apps}, separators=(",", ":")).encode()
+    return strict_dumps({"apps": apps}).encode()
 
 
 @router.post("/v2/apps", status_code=201)
