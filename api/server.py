@@ -100,7 +100,8 @@ class _DromosServer(uvicorn.Server):
 def serve(config: ServeConfig) -> int:
     """Serve until interrupted. Tasks keep running after exit; the next start adopts them."""
     orchestrator = build_orchestrator(config)
-    app = create_app(orchestrator, config.credentials, leader=f"{config.host}:{config.port}")
+    app = create_app(orchestrator, config.credentials, leader=f"{config.host}:{config.port}",
+                     max_body_bytes=config.max_body_bytes)
     # Created now, not on the first /v2/groups request: creating it finishes any group change
     # a crash interrupted.
     app.state.group_manager = GroupManager(orchestrator)

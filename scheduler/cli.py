@@ -33,6 +33,7 @@ from scheduler.config import (
     check_exposure,
     credentials_from,
     load_nodes,
+    parse_body_limit,
     parse_port_range,
 )
 
@@ -55,6 +56,7 @@ def _serve(args: argparse.Namespace) -> int:
             credentials=credentials,
             service_bind=args.service_bind,
             service_ports=parse_port_range(args.service_ports),
+            max_body_bytes=parse_body_limit(args.max_body_bytes),
         )
         from api.server import serve
 
@@ -85,6 +87,9 @@ def build_parser() -> argparse.ArgumentParser:
                             "ports (local and docker runtimes); 'off' disables it")
     serve.add_argument("--service-ports", default="10000-20000",
                        help="range service ports are auto-assigned from")
+    serve.add_argument("--max-body-bytes", default="3Mi",
+                       help="largest request body accepted (bytes, or with K/M/G, read as "
+                            "KiB/MiB/GiB); larger ones get 413 (default 3Mi)")
     serve.add_argument("--log-level", default="INFO")
     serve.set_defaults(func=_serve)
     add_client_commands(sub, parser)
