@@ -23,7 +23,7 @@ absolute ids, before group-level dependencies are inherited (services/groups.py 
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -86,6 +86,26 @@ def resolve_path(raw: Any, base: str, *, allow_root: bool = False) -> str:
             return ROOT
         raise ValueError("id must be a non-empty path such as /prod/web")
     return normalize_app_id("/" + "/".join(segments))
+
+
+def app_group_overlap(app_id: str, app_ids: Iterable[str],
+                      group_ids: Iterable[str]) -> str | None:
+    """Why ``app_id`` cannot be an app beside the apps ``app_ids`` and the declared groups
+    ``group_ids`` (Marathon's rule: one path is an app or a group, never both), or ``None``.
+
+    It clashes when it is a group -- a declared one, or the parent path of an app -- or when
+    one of its ancestors is an app (which cannot hold anything). ``app_id`` itself among
+    ``app_ids`` is no clash (the app being replaced)."""
+    groups = set(group_ids)
+    up = set(ancestors(app_id))
+    for other in app_ids:
+        if other in up:
+            return f"{app_id} would be inside app {other}, and an app cannot hold others"
+        if is_under(other, app_id):
+            return f"{app_id} is a group (it holds app {other}); an app cannot have its id"
+    if app_id in groups:
+        return f"{app_id} is a group; an app cannot have its id"
+    return None
 
 
 class _GroupShell(BaseModel):

@@ -176,3 +176,21 @@ def test_dot_and_newline_job_names_are_422(client: TestClient, name: str) -> Non
     r = client.post("/scheduler/iso8601", json={
         "name": name, "command": "true", "schedule": "R/2030-01-01T00:00:00Z/PT1H"})
     assert r.status_code == 422
+
+
+@pytest.mark.parametrize(("first", "second"), [("/g/x", "/g"), ("/g", "/g/x")])
+def test_an_app_and_a_group_cannot_share_an_id(client: TestClient, orchestrator: Orchestrator,
+                                               first: str, second: str) -> None:
+    assert client.post("/v2/apps", json={"id": first, "cmd": "x", "instances": 0}
+                       ).status_code == 201
+    for r in (client.post("/v2/apps", json={"id": second, "cmd": "x", "instances": 0}),
+              client.put(f"/v2/apps{second}", json={"cmd": "x", "instances": 0})):
+        assert r.status_code == 422
+        assert r.json()["details"][0]["path"] == "/id"
+    assert [a.id for a in orchestrator.apps()] == [first]
+
+
+def test_an_app_cannot_take_the_id_of_an_empty_group(client: TestClient) -> None:
+    assert client.post("/v2/groups", json={"id": "/empty"}).status_code == 201
+    r = client.post("/v2/apps", json={"id": "/empty", "cmd": "x", "instances": 0})
+    assert r.status_code == 422

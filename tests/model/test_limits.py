@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from scheduler.model.app import parse_app
-from scheduler.model.group import parse_group
+from scheduler.model.group import app_group_overlap, parse_group
 from scheduler.model.job import parse_job
 from scheduler.model.limits import (
     MAX_APP_ID_LENGTH,
@@ -177,3 +177,26 @@ def test_bad_job_names_are_rejected(name: str) -> None:
 def test_a_very_long_time_zone_is_a_validation_error() -> None:
     assert "/scheduleTimeZone" in job_errors(scheduleTimeZone="A" * 5000)
     assert "/scheduleTimeZone" in job_errors(scheduleTimeZone="Europe/" + "x" * 300)
+
+
+# --- defect 7: app and group ids may not overlap --------------------------------------------
+
+@pytest.mark.parametrize(("new", "apps", "groups", "clash"), [
+    ("/g", ["/g/x"], [], "/g"),            # /g is a group (it holds /g/x)
+    ("/g", [], ["/g"], "/g"),              # /g is an (empty) declared group
+    ("/g/x", ["/g"], [], "/g"),            # /g is an app, so it cannot hold /g/x
+    ("/a/b/c", ["/a"], [], "/a"),
+])
+def test_an_app_id_may_not_be_a_group_id(new: str, apps: list[str], groups: list[str],
+                                         clash: str) -> None:
+    message = app_group_overlap(new, apps, groups)
+    assert message is not None and clash in message
+
+
+@pytest.mark.parametrize(("new", "apps", "groups"), [
+    ("/g", ["/g"], []),                    # the same app again: a PUT, not an overlap
+    ("/g/y", ["/g/x"], ["/g"]),            # a sibling inside a group
+    ("/gg", ["/g/x"], ["/g"]),             # a prefix of the string is not a path prefix
+])
+def test_apps_beside_groups_are_fine(new: str, apps: list[str], groups: list[str]) -> None:
+    assert app_group_overlap(new, apps, groups) is None
