@@ -11,7 +11,7 @@ import random
 import resource
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import httpx
@@ -26,12 +26,20 @@ LIMIT = 1024
 APPS = 2000
 
 
-def _limit_open_files() -> None:
-    resource.setrlimit(resource.RLIMIT_NOFILE, (LIMIT, LIMIT))
+def _limit_open_files(soft: int, hard: int) -> Callable[[], None]:
+    def limit() -> None:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+
+    return limit
 
 
 @pytest.fixture
 def server(tmp_path: Path) -> Iterator[tuple[str, subprocess.Popen[bytes], str, int]]:
+    yield from _serve(tmp_path, LIMIT, LIMIT)
+
+
+def _serve(tmp_path: Path, soft: int, hard: int
+           ) -> Iterator[tuple[str, subprocess.Popen[bytes], str, int]]:
     nodes = tmp_path / "nodes.json"
     task_port = free_port()
     nodes.write_text(json.dumps([{"hostname": "node-fd", "cpus": 4, "mem": 4096,
@@ -45,7 +53,7 @@ def server(tmp_path: Path) -> Iterator[tuple[str, subprocess.Popen[bytes], str, 
         [sys.executable, "-m", "scheduler.cli", "serve", "--port", str(port),
          "--state-dir", str(tmp_path / "state"), "--nodes", str(nodes),
          "--service-bind", bind, "--service-ports", "20000-22999"],
-        stdout=log, stderr=log, start_new_session=True, preexec_fn=_limit_open_files,
+        stdout=log, stderr=log, start_new_session=True, preexec_fn=_limit_open_files(soft, hard),
         env={k: v for k, v in os.environ.items() if not k.startswith("DROMOS_")},
     )
     url = f"http://127.0.0.1:{port}"
@@ -95,3 +103,18 @@ def test_two_thousand_apps_under_a_1024_open_files_limit(
     r = httpx.put(url + "/v2/apps/many/a0", json={"instances": 0, "cmd": "sleep 601"},
                   timeout=60)
     assert r.status_code == 200, r.text
+
+
+def _soft_limit(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/limits").read_text().splitlines():
+        if line.startswith("Max open files"):
+            return int(line.split()[3])
+    raise AssertionError("no open files line in /proc/<pid>/limits")
+
+
+def test_serve_raises_its_soft_open_files_limit_to_the_hard_one(tmp_path: Path) -> None:
+    _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard != resource.RLIM_INFINITY and hard < 2048:
+        pytest.fail(f"the hard open files limit ({hard}) leaves no room for this test")
+    for _url, proc, _bind, _port in _serve(tmp_path, 256, 2048):
+        assert _soft_limit(proc.pid) == 2048

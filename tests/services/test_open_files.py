@@ -94,7 +94,7 @@ def test_exhausted_descriptors_in_accept_log_one_line_and_recover(echo: int) -> 
     assert "cannot accept connections" in lines[0] and "open files limit 64" in lines[0]
 
 
-def test_serve_raises_its_soft_open_files_limit_to_the_hard_one() -> None:
+def test_raise_nofile_limit_lifts_the_soft_limit_to_the_hard_one() -> None:
     _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     if hard != resource.RLIM_INFINITY and hard <= 256:
         pytest.fail(f"the hard open files limit ({hard}) leaves no room for this test")
