@@ -3,15 +3,20 @@ are refused; the request body limit is configurable."""
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 
 from scheduler.cli import build_parser
 from scheduler.config import ConfigError, Credentials, check_exposure, parse_body_limit
+from tests.cli.conftest import start_server
+from tests.runtimes.conftest import cleanup_local_state
 
 CLEAN_ENV = {k: v for k, v in os.environ.items() if not k.startswith("DROMOS_")}
 
@@ -46,3 +51,28 @@ def test_max_body_bytes_flag() -> None:
     for bad in ("0", "-1", "lots", "100"):
         with pytest.raises(ConfigError):
             parse_body_limit(bad)
+
+
+def test_serve_refuses_bodies_over_the_flag_over_real_http(tmp_path: Path) -> None:
+    srv = start_server(tmp_path, "--max-body-bytes", "64Ki")
+    try:
+        pad = "x" * (100 * 1024)
+        body = json.dumps({"id": "/big", "cmd": "x", "labels": {"p": pad}}).encode()
+        r = httpx.post(srv.url + "/v2/apps", content=body,
+                       headers={"Content-Type": "application/json"}, timeout=30)
+        assert r.status_code == 413 and "65536" in r.json()["message"]
+
+        def chunks() -> Iterator[bytes]:  # no Content-Length: 10 MiB, chunked
+            for _ in range(160):
+                yield b" " * 65536
+
+        r = httpx.post(srv.url + "/v2/apps", content=chunks(),
+                       headers={"Content-Type": "application/json"}, timeout=30)
+        assert r.status_code == 413
+        assert httpx.get(srv.url + "/v2/apps", timeout=10).json() == {"apps": []}
+        ok = httpx.post(srv.url + "/v2/apps", json={"id": "/small", "cmd": "x",
+                                                    "instances": 0}, timeout=30)
+        assert ok.status_code == 201
+    finally:
+        srv.stop()
+        cleanup_local_state(srv.state)
