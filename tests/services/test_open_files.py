@@ -3,6 +3,9 @@ descriptors in accept() costs one log line, not one per listener per second."""
 
 from __future__ import annotations
 
+import asyncio
+import errno
+import logging
 import resource
 import socket
 import socketserver
@@ -15,6 +18,7 @@ from collections.abc import Iterator
 
 import pytest
 
+from scheduler.services.open_files import AcceptErrorLog
 from tests.support.server import free_port
 
 CHILD = textwrap.dedent("""
@@ -110,3 +114,27 @@ def test_raise_nofile_limit_lifts_the_soft_limit_to_the_hard_one() -> None:
     assert int(out[0]) == int(out[1]) > 256
     if hard != resource.RLIM_INFINITY:
         assert int(out[1]) == hard
+
+
+def test_accept_errors_are_reported_once_a_minute_with_a_count(
+        caplog: pytest.LogCaptureFixture) -> None:
+    now = [0.0]
+    handler = AcceptErrorLog(clock=lambda: now[0])
+    loop = asyncio.new_event_loop()
+    try:
+        emfile = OSError(errno.EMFILE, "Too many open files")
+        with caplog.at_level(logging.WARNING, logger="dromos.files"):
+            for second in range(150):  # 150 failures, one a second
+                now[0] = float(second)
+                handler(loop, {"message": "socket.accept() out of system resource",
+                               "exception": emfile})
+        lines = [r.getMessage() for r in caplog.records if r.name == "dromos.files"]
+        assert len(lines) == 3  # at 0 s, 60 s and 120 s
+        assert "59 more since the last report" in lines[1]
+        # Anything else still reaches the loop's default handler.
+        caplog.clear()
+        with caplog.at_level(logging.ERROR, logger="asyncio"):
+            handler(loop, {"message": "boom", "exception": ValueError("x")})
+        assert any("boom" in r.getMessage() for r in caplog.records)
+    finally:
+        loop.close()
