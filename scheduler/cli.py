@@ -8,16 +8,16 @@ import argparse
 import json
 import logging
 import os
-import re
 import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any
 
 import yaml
 
+from scheduler import cli_render
 from scheduler.cli_client import (
     DEFAULT_URL,
     ApiError,
@@ -117,30 +117,16 @@ EXIT_NOT_DONE = 3
 deployment) or a followed job run ended other than in success."""
 EXIT_INTERRUPTED = 130
 
-_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
-
-
 def _clean(value: Any) -> str:
-    """A table cell: control characters (escape sequences, newlines) in user data are shown
-    as ``\\xNN`` instead of reaching the terminal, so an app id or a label cannot move the
-    cursor, recolour or retitle the terminal."""
-    text = "" if value is None else str(value)
-    return _CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}", text)
-
-
-def _cut(text: str, width: int) -> str:
-    return text if len(text) <= width else text[: max(1, width - 1)] + "…"
+    """A table cell or message part: user data's control characters shown as ``\\xNN``."""
+    return cli_render.clean(value)
 
 
 def _table(headers: Sequence[str], rows: Sequence[Sequence[Any]],
-           widths: Mapping[int, int] | None = None) -> str:
-    """Left-aligned columns, two spaces apart; cells cleaned, and cut to ``widths[i]``."""
-    cells = [[_cut(_clean(v), (widths or {}).get(i, 10_000)) for i, v in enumerate(r)]
-             for r in rows]
-    sizes = [max([len(h)] + [len(r[i]) for r in cells]) for i, h in enumerate(headers)]
-    lines = ["  ".join(h.ljust(sizes[i]) for i, h in enumerate(headers)).rstrip()]
-    lines += ["  ".join(c.ljust(sizes[i]) for i, c in enumerate(r)).rstrip() for r in cells]
-    return "\n".join(lines)
+           widths: Mapping[int, int] | None = None) -> None:
+    """Print a table on stdout (rich; see :mod:`scheduler.cli_render`). The columns in
+    ``widths`` hold free text and give way first on a narrow terminal."""
+    cli_render.table(headers, rows, flexible=tuple(widths or ()))
 
 
 def _parse_time(value: Any) -> datetime | None:
@@ -242,8 +228,8 @@ def _apps(args: argparse.Namespace) -> int:
             a.get("tasksHealthy", 0) if a.get("healthChecks") else "-",
             a.get("tasksStaged", 0), _ago(a.get("version")), what, waiting.get(a["id"], ""),
         ])
-    print(_table(["ID", "RUNNING", "HEALTHY", "STAGED", "VERSION", "COMMAND", "WAITING"], rows,
-                 {5: 40, 6: 70}))
+    _table(["ID", "RUNNING", "HEALTHY", "STAGED", "VERSION", "COMMAND", "WAITING"], rows,
+                 {5: 40, 6: 70})
     return EXIT_OK
 
 
@@ -269,7 +255,7 @@ def _tasks(args: argparse.Namespace) -> int:
         rows.append([t["id"], t["appId"], t["host"], ",".join(map(str, t.get("ports", []))),
                      t["state"].removeprefix("TASK_"), health,
                      _ago(t.get("startedAt")) if t.get("startedAt") else "-"])
-    print(_table(["ID", "APP", "HOST", "PORTS", "STATE", "HEALTH", "STARTED"], rows))
+    _table(["ID", "APP", "HOST", "PORTS", "STATE", "HEALTH", "STARTED"], rows)
     return EXIT_OK
 
 
@@ -297,7 +283,7 @@ def _deployments(args: argparse.Namespace) -> int:
         rows.append([d.get("id"), ",".join(d.get("affectedApps") or []),
                      f"{d.get('currentStep', 0)}/{d.get('totalSteps', 0)}", actions,
                      _ago(d.get("version"))])
-    print(_table(["ID", "APPS", "STEP", "ACTIONS", "STARTED"], rows, {3: 60}))
+    _table(["ID", "APPS", "STEP", "ACTIONS", "STARTED"], rows, {3: 60})
     return EXIT_OK
 
 
@@ -327,8 +313,8 @@ def _jobs(args: argparse.Namespace) -> int:
             _seconds(d["median"]) if d["count"] else "-",
             _seconds(d["p95"]) if d["count"] else "-",
         ])
-    print(_table(["NAME", "SCHEDULE", "NEXT", "LAST", "STATUS", "OK", "FAIL", "P50", "P95"],
-                 rows, {1: 50}))
+    _table(["NAME", "SCHEDULE", "NEXT", "LAST", "STATUS", "OK", "FAIL", "P50", "P95"],
+                 rows, {1: 50})
     return EXIT_OK
 
 
@@ -347,43 +333,9 @@ def _nodes(args: argparse.Namespace) -> int:
                      _amount(u["mem"], cap["mem"]), _amount(u["disk"], cap["disk"]),
                      len(n["tasks"]),
                      ",".join(f"{k}={v}" for k, v in n["attributes"].items())])
-    print(_table(["HOSTNAME", "CPUS", "MEM (MiB)", "DISK (MiB)", "TASKS", "ATTRIBUTES"], rows,
-                 {5: 60}))
+    _table(["HOSTNAME", "CPUS", "MEM (MiB)", "DISK (MiB)", "TASKS", "ATTRIBUTES"], rows,
+                 {5: 60})
     return EXIT_OK
-
-
-class _ProgressLine:
-    """A progress bar on stderr: redrawn in place on a terminal, one line per change
-    otherwise (logs, CI)."""
-
-    WIDTH = 24
-
-    def __init__(self, label: str, stream: TextIO) -> None:
-        self.label = label
-        self.stream = stream
-        self.tty = stream.isatty()
-        encoding = (getattr(stream, "encoding", None) or "").lower()
-        self.full, self.empty = ("█", "░") if "utf" in encoding else ("#", "-")
-        self.last = ""
-
-    def update(self, p: Progress, elapsed: float) -> None:
-        done = p.healthy if p.healthy is not None else p.running
-        frac = min(1.0, done / p.instances) if p.instances else (1.0 if p.converged else 0.0)
-        n = round(frac * self.WIDTH)
-        text = f"{_clean(self.label)} [{self.full * n}{self.empty * (self.WIDTH - n)}] " \
-               f"{_clean(p.describe())}"
-        if self.tty:
-            self.stream.write(f"\r\x1b[2K{text}  {elapsed:.0f}s")
-            self.stream.flush()
-        elif text != self.last:
-            self.stream.write(f"{text}  ({elapsed:.0f}s)\n")
-            self.stream.flush()
-        self.last = text
-
-    def finish(self) -> None:
-        if self.tty and self.last:
-            self.stream.write("\n")
-            self.stream.flush()
 
 
 def _after_change(c: Client, args: argparse.Namespace, app_id: str, deployment: str | None,
@@ -394,12 +346,13 @@ def _after_change(c: Client, args: argparse.Namespace, app_id: str, deployment: 
           file=sys.stderr)
     outcome: WaitOutcome | None = None
     if args.wait:
-        bar = _ProgressLine(app_id, sys.stderr)
-        try:
+        with cli_render.progress(app_id) as bar:
+            def show(p: Progress, elapsed: float) -> None:
+                done = p.healthy if p.healthy is not None else p.running
+                bar.update(min(done, p.instances), p.instances or None, p.describe(), elapsed)
+
             outcome = wait_for_app(c, app_id, deployment, timeout=args.timeout,
-                                   stuck_after=args.stuck_after, on_progress=bar.update)
-        finally:
-            bar.finish()
+                                   stuck_after=args.stuck_after, on_progress=show)
         print(f"dromos: {app_id}: {outcome.message}", file=sys.stderr)
     if args.json:
         _print_json({
@@ -514,7 +467,8 @@ def _jobs_run(args: argparse.Namespace) -> int:
                 print(run_id)
             return EXIT_OK
         print(f"dromos: started run {run_id}", file=sys.stderr)
-        deadline = None if args.timeout is None else time.monotonic() + args.timeout
+        started = time.monotonic()
+        deadline = None if args.timeout is None else started + args.timeout
         seen = {"status": "", "final": False}
 
         def done() -> bool:
@@ -525,7 +479,9 @@ def _jobs_run(args: argparse.Namespace) -> int:
                 f": {run['message']}" if run.get("message") and run["status"] == "queued"
                 else "")
             final = run["status"] in _FINAL_RUN
-            if line != seen["status"] and not args.json and not final:
+            if bar.live:
+                bar.update(0, None, line, time.monotonic() - started)
+            elif line != seen["status"] and not args.json and not final:
                 print(f"dromos: run {_clean(run_id)} {_clean(line)}", file=sys.stderr)
                 seen["status"] = line
             if deadline is not None and time.monotonic() > deadline:
@@ -533,7 +489,9 @@ def _jobs_run(args: argparse.Namespace) -> int:
             return final
 
         try:
-            _follow(c, run_id, None, args.json, follow=True, until_done=done, interval=0.5)
+            with cli_render.progress(f"run {run_id}", live=not args.json) as bar:
+                _follow(c, run_id, None, args.json, follow=True, until_done=done,
+                        interval=0.5)
         except TimeoutError:
             print(f"dromos: run {run_id} still {run['status']} after {args.timeout:g}s",
                   file=sys.stderr)
