@@ -15,9 +15,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import yaml
-
-from scheduler import cli_render
+from scheduler import cli_jobs, cli_render
 from scheduler.cli_client import (
     DEFAULT_URL,
     ApiError,
@@ -237,9 +235,9 @@ def _apps(args: argparse.Namespace) -> int:
 def _tasks(args: argparse.Namespace) -> int:
     """`dromos tasks [APP]`."""
     with _client(args) as c:
+        wanted = c.require_app(args.app) if args.app else None
         tasks = c.tasks()
-    if args.app:
-        wanted = "/" + args.app.strip("/")
+    if wanted is not None:
         tasks = [t for t in tasks if t.get("appId") == wanted]
     if args.json:
         _print_json(tasks)
@@ -290,8 +288,12 @@ def _deployments(args: argparse.Namespace) -> int:
 @_client_command
 def _jobs(args: argparse.Namespace) -> int:
     """`dromos jobs`: one line per job, with its schedule in words and next run."""
-    if getattr(args, "jobs_command", None) == "run":
+    command = getattr(args, "jobs_command", None)
+    if command == "run":
         return _jobs_run(args)
+    if command in ("add", "delete"):
+        with _client(args) as c:
+            return int(getattr(cli_jobs, command)(c, args))
     with _client(args) as c:
         jobs = c.state()["jobs"]
     if args.json:
@@ -339,9 +341,9 @@ def _nodes(args: argparse.Namespace) -> int:
 
 
 def _after_change(c: Client, args: argparse.Namespace, app_id: str, deployment: str | None,
-                  created: bool) -> int:
+                  created: bool, changed: bool = True) -> int:
     """Report a deploy/scale, and with ``--wait`` wait for convergence."""
-    verb = "created" if created else "updated"
+    verb = "created" if created else "updated" if changed else "unchanged:"
     print(f"dromos: {verb} {app_id}" + (f" (deployment {deployment})" if deployment else ""),
           file=sys.stderr)
     outcome: WaitOutcome | None = None
@@ -357,6 +359,7 @@ def _after_change(c: Client, args: argparse.Namespace, app_id: str, deployment: 
     if args.json:
         _print_json({
             "app": c.app(app_id), "deploymentId": deployment, "created": created,
+            "changed": changed,
             "wait": None if outcome is None else {
                 "outcome": outcome.outcome, "message": outcome.message,
                 "seconds": round(outcome.seconds, 3)},
@@ -364,26 +367,19 @@ def _after_change(c: Client, args: argparse.Namespace, app_id: str, deployment: 
     return EXIT_OK if outcome is None or outcome.ok else EXIT_NOT_DONE
 
 
-def _read_definition(path: str) -> dict[str, Any]:
-    try:
-        text = sys.stdin.read() if path == "-" else Path(path).read_text(encoding="utf-8")
-    except OSError as e:
-        raise ApiError(f"cannot read {path}: {e.strerror}") from None
-    try:
-        data = yaml.safe_load(text) if path.endswith((".yaml", ".yml")) else json.loads(text)
-    except (json.JSONDecodeError, yaml.YAMLError) as e:
-        raise ApiError(f"{path} is not valid {'YAML' if path.endswith('ml') else 'JSON'}: "
-                       f"{e}") from None
-    if not isinstance(data, dict):
-        raise ApiError(f"{path} must hold one app definition (a JSON object)")
-    return data
-
-
 @_client_command
 def _deploy(args: argparse.Namespace) -> int:
     """`dromos deploy -f app.json [--wait]`: create the app, or update it if it exists."""
-    definition = _read_definition(args.file)
+    definition = cli_jobs.read_definition(args.file, "app definition")
+    if cli_jobs.is_job(definition):
+        raise cli_jobs.not_an_app(args.file)
     with _client(args) as c:
+        # Deploying what the app already is changes nothing: wait for it as it is, instead
+        # of a PUT that its own deployment (e.g. the one creating it) would refuse.
+        same = None if args.force else c.already_defined(definition)
+        if same is not None:
+            app_id, deployment = same
+            return _after_change(c, args, app_id, deployment, False, changed=False)
         app_id, deployment, created = c.deploy(definition, force=args.force)
         return _after_change(c, args, app_id, deployment, created)
 
@@ -540,7 +536,8 @@ def add_client_commands(sub: Any, parser: argparse.ArgumentParser) -> None:
     p.set_defaults(func=_tasks)
     p = sub.add_parser("deployments", parents=[common], help="list deployments in progress")
     p.set_defaults(func=_deployments)
-    p = sub.add_parser("jobs", parents=[common], help="list jobs; `jobs run NAME` runs one")
+    p = sub.add_parser("jobs", parents=[common],
+                       help="list jobs; `jobs run NAME`, `jobs add -f FILE`, `jobs delete NAME`")
     jobs_sub = p.add_subparsers(dest="jobs_command")
     run = jobs_sub.add_parser("run", parents=[common], help="start a manual run of a job")
     run.add_argument("name")
@@ -548,6 +545,7 @@ def add_client_commands(sub: Any, parser: argparse.ArgumentParser) -> None:
                      help="print its output and status until it ends; exit 3 unless success")
     run.add_argument("--timeout", type=float, default=None,
                      help="with --follow: give up (exit 3) after this many seconds")
+    cli_jobs.add_parsers(jobs_sub, common)
     p.set_defaults(func=_jobs)
     p = sub.add_parser("nodes", parents=[common], help="list nodes with usage")
     p.set_defaults(func=_nodes)
