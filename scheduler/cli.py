@@ -15,7 +15,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from scheduler import cli_jobs, cli_render
+from scheduler import cli_jobs, cli_render, cli_stop
 from scheduler.cli_client import (
     DEFAULT_URL,
     ApiError,
@@ -33,6 +33,7 @@ from scheduler.config import (
     load_nodes,
     parse_port_range,
 )
+from scheduler.stop import shutdown_note
 
 
 def _serve(args: argparse.Namespace) -> int:
@@ -56,7 +57,12 @@ def _serve(args: argparse.Namespace) -> int:
         )
         from api.server import serve
 
-        return serve(config)
+        code = serve(config)
+        # Tasks outlive Dromos by design; say so, and how to stop them.
+        note = shutdown_note(config.state_dir, config.runtime)
+        if note:
+            logging.getLogger("dromos").info(note)
+        return code
     except ConfigError as e:
         print(f"dromos: {e}", file=sys.stderr)
         return 2
@@ -558,6 +564,7 @@ def add_client_commands(sub: Any, parser: argparse.ArgumentParser) -> None:
     p.add_argument("instances", type=_non_negative)
     waiting(p)
     p.set_defaults(func=_scale)
+    cli_stop.add_parser(sub, common).set_defaults(func=_client_command(cli_stop.stop_all))
     p = sub.add_parser("logs", parents=[common], help="a task's or job run's stdout/stderr")
     p.add_argument("id", help="a task id or a job run id")
     p.add_argument("-f", "--follow", action="store_true", help="keep printing new output")
