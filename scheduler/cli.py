@@ -57,12 +57,16 @@ def _serve(args: argparse.Namespace) -> int:
         )
         from api.server import serve
 
-        code = serve(config)
-        # Tasks outlive Dromos by design; say so, and how to stop them.
-        note = shutdown_note(config.state_dir, config.runtime)
-        if note:
-            logging.getLogger("dromos").info(note)
-        return code
+        try:
+            return serve(config)
+        except KeyboardInterrupt:
+            # uvicorn re-raises the Ctrl-C it handled once it has shut down: not an error.
+            return EXIT_INTERRUPTED
+        finally:
+            # Tasks outlive Dromos by design; say so, and how to stop them.
+            note = shutdown_note(config.state_dir, config.runtime)
+            if note:
+                logging.getLogger("dromos").info(note)
     except ConfigError as e:
         print(f"dromos: {e}", file=sys.stderr)
         return 2
