@@ -201,6 +201,10 @@ def _client_command(func: Callable[[argparse.Namespace], int]) -> Callable[
             return EXIT_ERROR
         except KeyboardInterrupt:
             return EXIT_INTERRUPTED
+        except BrokenPipeError:
+            # `dromos apps --json | head`: the reader left; stop quietly, as `cat` does.
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            return EXIT_OK
     run.__doc__ = func.__doc__
     return run
 

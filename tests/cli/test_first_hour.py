@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import signal
 import subprocess
 import sys
@@ -15,6 +16,7 @@ import pytest
 
 from scheduler import stop
 from scheduler.cli import EXIT_ERROR, EXIT_OK
+from scheduler.runtimes.executor import read_proc_stat
 from tests.cli.conftest import start_server
 from tests.cli.test_cli import Cli
 from tests.runtimes.conftest import cleanup_local_state
@@ -186,3 +188,35 @@ def test_stop_all_while_dromos_runs_scales_apps_to_zero(tmp_path: Path) -> None:
     finally:
         srv.stop()
         cleanup_local_state(srv.state)
+
+
+def test_make_clean_refuses_while_tasks_of_the_state_dir_run(tmp_path: Path) -> None:
+    if shutil.which("make") is None:
+        pytest.skip("make is not installed")
+    repo = Path(__file__).resolve().parents[2]
+    shutil.copy(repo / "Makefile", tmp_path / "Makefile")
+    (tmp_path / "scheduler").symlink_to(repo / "scheduler")
+    sandbox = tmp_path / ".dromos" / "tasks" / "demo_web.1"
+    sandbox.mkdir(parents=True)
+    task = subprocess.Popen(["sleep", "300"], start_new_session=True)
+    try:
+        stat = read_proc_stat(task.pid)
+        assert stat is not None
+        # What an executor records about itself and its task (here one process is both).
+        (sandbox / "executor.json").write_text(json.dumps({
+            "pid": task.pid, "start_time": stat.start_time, "child_pid": task.pid,
+            "child_start_time": stat.start_time, "started_at": 0}))
+        make = ["make", "-s", "clean", f"PYTHON={sys.executable}"]
+        r = subprocess.run(make, cwd=tmp_path, capture_output=True, text=True, timeout=60)
+        assert r.returncode != 0
+        assert "1 task(s) of .dromos are still running (demo_web.1)" in r.stderr
+        assert "refusing; run 'make stop' first, or 'make clean FORCE=1'" in r.stderr
+        assert sandbox.is_dir()
+
+        r = subprocess.run([*make, "FORCE=1"], cwd=tmp_path, capture_output=True, text=True,
+                           timeout=60)
+        assert r.returncode == 0, r.stderr
+        assert "still running" in r.stderr and not (tmp_path / ".dromos").exists()
+    finally:
+        task.kill()
+        task.wait(10)
