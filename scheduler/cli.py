@@ -1,6 +1,8 @@
 """The ``dromos`` command line: ``dromos serve`` runs Dromos; ``apps``, ``tasks``,
-``deployments``, ``jobs [run]``, ``nodes``, ``deploy``, ``scale`` and ``logs`` talk to a running
-one over HTTP (``--url`` or ``$DROMOS_URL``; credentials from ``$DROMOS_AUTH_TOKEN``)."""
+``deployments``, ``jobs [run|add|delete]``, ``nodes``, ``deploy``, ``scale``, ``logs`` and
+``stop-all`` talk to a running one over HTTP (``--url`` or ``$DROMOS_URL``; credentials from
+``$DROMOS_AUTH_TOKEN``). Drawing is in :mod:`scheduler.cli_render`, jobs from files in
+:mod:`scheduler.cli_jobs`, stopping in :mod:`scheduler.cli_stop`."""
 
 from __future__ import annotations
 
