@@ -60,8 +60,11 @@ def create_app(
         )
 
     @app.exception_handler(RequestValidationError)
-    async def _invalid_request(_: Request, e: RequestValidationError) -> JSONResponse:
+    async def _invalid_request(request: Request, e: RequestValidationError) -> JSONResponse:
         errors: list[Any] = list(e.errors())
+        if _not_sent_as_json(request, errors):
+            return JSONResponse({"message": _NOT_JSON.format(
+                request.headers.get("content-type") or "none")}, status_code=415)
         if any(err.get("type") == "json_invalid" for err in errors):
             msgs = [str(err.get("ctx", {}).get("error", err.get("msg"))) for err in errors]
             return JSONResponse(
@@ -89,6 +92,24 @@ def create_app(
     app.include_router(ui.router)
     app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
     return app
+
+
+_NOT_JSON = ("Unsupported Media Type: send the body as JSON with 'Content-Type: "
+             "application/json' (got Content-Type: {}); with curl add "
+             "-H 'Content-Type: application/json'")
+
+
+def _not_sent_as_json(request: Request, errors: list[Any]) -> bool:
+    """The body was not parsed because it was not labelled JSON (curl's ``-d`` sends
+    ``application/x-www-form-urlencoded``; no header at all is not parsed either). Bodies are
+    deliberately not guessed to be JSON: a web page can make the browser send such requests
+    cross-site without asking (no CORS preflight), so guessing would let any page create
+    apps on an unauthenticated Dromos."""
+    content_type = (request.headers.get("content-type") or "").split(";")[0].strip().lower()
+    if content_type == "application/json" or content_type.endswith("+json"):
+        return False
+    return any(tuple(err.get("loc", ())) == ("body",) and err.get("type") == "dict_type"
+               for err in errors)
 
 
 def _openapi(app: FastAPI) -> dict[str, Any]:

@@ -25,6 +25,7 @@ from pydantic import (
     Field,
     PlainSerializer,
     ValidationError,
+    ValidationInfo,
     WithJsonSchema,
     field_validator,
     model_validator,
@@ -207,7 +208,7 @@ class JobSpec(BaseModel):
         return v
 
     @model_validator(mode="after")
-    def _trigger(self) -> JobSpec:
+    def _trigger(self, info: ValidationInfo) -> JobSpec:
         has_schedule = bool(self.schedule)
         has_parents = bool(self.parents)
         if has_schedule == has_parents:
@@ -218,11 +219,8 @@ class JobSpec(BaseModel):
             raise ValueError("command must not be empty")
         if self.parents and self.name in self.parents:
             raise ValueError("a job cannot be its own parent")
-        if self.schedule:
-            # Imported here: schedule parsing lives in batch/, which depends on this module.
-            from scheduler.batch.schedule import parse_schedule
-
-            parse_schedule(self.schedule, self.scheduleTimeZone or "UTC")
+        if self.schedule and not (info.context or {}).get("schedule_checked"):
+            _check_schedule(self.schedule, self.scheduleTimeZone)
         return self
 
     # --- derived views -------------------------------------------------------------------
@@ -258,8 +256,34 @@ class JobSpec(BaseModel):
         return out
 
 
+def _check_schedule(schedule: str, tz: str) -> None:
+    # Imported here: schedule parsing lives in batch/, which depends on this module.
+    from scheduler.batch.schedule import parse_schedule
+
+    parse_schedule(schedule, tz or "UTC")
+
+
+def _schedule_errors(data: dict[str, Any]) -> list[tuple[str, list[str]]]:
+    """A bad ``schedule`` reported at ``/schedule`` (a model validator could only say ``/``).
+    Not judged when the time zone itself is bad: that is reported at ``/scheduleTimeZone``."""
+    schedule, tz = data.get("schedule"), data.get("scheduleTimeZone") or ""
+    if not isinstance(schedule, str) or not schedule or not isinstance(tz, str):
+        return []
+    try:
+        ZoneInfo(tz or "UTC")
+    except (ZoneInfoNotFoundError, ValueError):
+        return []
+    try:
+        _check_schedule(schedule, tz)
+    except ValueError as e:
+        return [("/schedule", [str(e)])]
+    return []
+
+
 def parse_job(data: Any) -> JobSpec:
-    """Validate a decoded JSON job. Raises :class:`SpecError` with a detail per bad field."""
+    """Validate a decoded JSON job. Raises :class:`SpecError` with a detail per bad field
+    (``/schedule`` for a schedule that does not parse, ``/scheduleTimeZone`` for an unknown
+    zone)."""
     if not isinstance(data, dict):
         raise SpecError("Job is not valid", [("", ["must be a JSON object"])])
     cleaned = {k: v for k, v in data.items() if k not in JOB_READ_ONLY_FIELDS}
@@ -270,10 +294,14 @@ def parse_job(data: Any) -> JobSpec:
         cleaned.pop("parents")
     if cleaned.get("schedule") == "":
         cleaned.pop("schedule")
+    schedule_errors = _schedule_errors(cleaned)
     try:
-        return JobSpec.model_validate(cleaned)
+        job = JobSpec.model_validate(cleaned, context={"schedule_checked": True})
     except ValidationError as e:
-        raise SpecError("Job is not valid", errors_from_pydantic(e)) from None
+        raise SpecError("Job is not valid", schedule_errors + errors_from_pydantic(e)) from None
+    if schedule_errors:
+        raise SpecError("Job is not valid", schedule_errors)
+    return job
 
 
 class RunStatus(StrEnum):
