@@ -25,7 +25,6 @@ a CORS preflight, which Dromos does not answer, so another web page cannot press
 
 from __future__ import annotations
 
-import asyncio
 import json
 import math
 import os
@@ -41,12 +40,11 @@ from typing import Any
 import anyio.to_thread
 import networkx as nx  # type: ignore[import-untyped]
 from fastapi import APIRouter, HTTPException, Query, Request
-from fastapi.responses import FileResponse, JSONResponse, StreamingResponse
+from fastapi.responses import FileResponse, JSONResponse, Response
 from pydantic import BaseModel, ConfigDict
 
-from api.chronos import job_status, schedule_info
-from api.events import hub_of
-from api.marathon import runtime_summary
+from api.presentation import WEB_DIR, job_status, orch, reads, runtime_summary, schedule_info
+from api.sse import Connection, EventHub, EventStream, hub_of
 from scheduler import __version__
 from scheduler.batch import dag, stats
 from scheduler.batch.runner import run_task
@@ -62,7 +60,6 @@ from scheduler.runtimes.executor import STDERR_FILE, STDOUT_FILE
 
 router = APIRouter(prefix="/ui", tags=["status page"])
 
-WEB_DIR = Path(__file__).parent / "web"
 STATIC_FILES: Mapping[str, str] = {
     "dromos.js": "text/javascript; charset=utf-8",
     "dromos.css": "text/css; charset=utf-8",
@@ -85,10 +82,6 @@ STREAM_SECONDS = 60.0
 """An SSE response ends after this long and the browser reconnects at once (``retry:``),
 resuming from ``Last-Event-ID``: no response lives forever, whoever serves the app. Under
 ``dromos serve`` streams end sooner, as soon as shutdown begins (see :func:`events`)."""
-POLL_SECONDS = 0.25
-"""How often an SSE response looks for new events. The bus's queues are thread queues; polling
-them from the event loop costs no worker thread per open page (sync API routes share that
-thread pool)."""
 KEEPALIVE_SECONDS = 10.0
 
 LOG_TAIL_DEFAULT = 200
@@ -96,11 +89,6 @@ LOG_READ_MAX_BYTES = 1 << 20
 """At most this much output per ``/ui/logs`` answer; a follower gets the rest next time."""
 LOG_TAIL_MAX_BYTES = 4 << 20
 """A tail never reads further back than this from the end of a file."""
-
-
-def orch(request: Request) -> Orchestrator:
-    o: Orchestrator = request.app.state.orchestrator
-    return o
 
 
 # ------------------------------------------------------------------ the snapshot
@@ -171,14 +159,14 @@ def build_state(o: Orchestrator) -> dict[str, Any]:
     for t in tasks:
         key = (t.app_id, t.version)
         if key not in version_specs:
-            version_specs[key] = o.store.get_app_version(t.app_id, t.version)
+            version_specs[key] = reads(o).stored_app_version(t.app_id, t.version)
         spec = version_specs[key] or specs.get(t.app_id)
         # Every non-terminal task holds its resources, a KILLING one too (as the placer sees).
         if spec is not None:
             used[t.host] = used.get(t.host, Resources()) + spec.resources
         on_node.setdefault(t.host, []).append(
             {"kind": "task", "id": t.id, "appId": t.app_id, "state": t.state.value})
-    running = o.store.list_runs(statuses=frozenset({RunStatus.RUNNING}))
+    running = reads(o).runs(frozenset({RunStatus.RUNNING}))
     for r in running:
         job = jobs_by_name.get(r.job)
         if r.host is None:
@@ -260,8 +248,8 @@ def build_state(o: Orchestrator) -> dict[str, Any]:
         status, state = job_status(runs[:50])
         states[j.name], statuses[j.name] = state, status
         info_ = schedule_info(o, j)
-        waiting_for = o.jobs.waiting.get(j.name)
-        counters = o.jobs.counters(j.name)
+        waiting_for = reads(o).job_waiting(j.name)
+        counters = reads(o).job_counters(j.name)
         job_rows.append({
             "name": j.name,
             "description": j.description,
@@ -285,7 +273,7 @@ def build_state(o: Orchestrator) -> dict[str, Any]:
 
     return {
         "version": __version__,
-        "runtime": {"name": o.runtime.name, "available": o.runtime_available,
+        "runtime": {"name": reads(o).runtime_name, "available": o.runtime_available,
                     "error": o.runtime_error, "summary": runtime_summary(o)},
         "nodes": node_rows,
         "apps": app_rows,
@@ -484,7 +472,7 @@ def _sse(event: str, data: str, event_id: str | None = None) -> str:
 
 
 @router.get("/events", include_in_schema=False)
-async def events(request: Request) -> StreamingResponse:
+async def events(request: Request) -> Response:
     """The page's live feed (see the module docstring). ``?backlog=N`` (default 100) recent
     events are replayed first; with ``Last-Event-ID`` only those after it."""
     o = orch(request)
@@ -494,24 +482,31 @@ async def events(request: Request) -> StreamingResponse:
         backlog_n = 100
     epoch = _epoch(o.bus)
     last_seq = resume_after(request.headers.get("last-event-id", ""), epoch)
-    # The application's event hub is closed when the server begins to shut down (api.server);
-    # watching it ends this stream too, so an open page never holds up a shutdown.
     hub = hub_of(request.app.state, o)
-    sub = o.bus.subscribe(frozenset({MARATHON, DROMOS}), maxsize=2000)
+    return EventStream(_feed(o, hub, backlog_n, last_seq, epoch),
+                       KEEPALIVE_SECONDS, hub.settings.detach_grace_seconds)
+
+
+async def _feed(o: Orchestrator, hub: EventHub, backlog_n: int, last_seq: int,
+                epoch: str) -> AsyncIterator[bytes]:
+    # The hub ends this stream when the server begins to shut down (api.server), so an open
+    # page never holds up a shutdown.
+    conn = Connection(hub, frozenset({MARATHON, DROMOS}), 2000, counted=False)
     # After subscribing: an event published in between is in both; seq filters the twin.
     backlog = o.bus.recent(backlog_n if not last_seq else 500)
-    return StreamingResponse(
-        _stream(request, o, sub.get, sub.close, lambda: sub.dropped or hub.closed, backlog,
-                last_seq, epoch),
-        media_type="text/event-stream",
-        headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
-    )
+    async for frame in _stream(o, conn, backlog, last_seq, epoch):
+        yield frame.encode()
 
 
-async def _stream(request: Request, o: Orchestrator, get: Any, close: Any, dropped: Any,
-                  backlog: list[Event], last_seq: int, epoch: str) -> AsyncIterator[str]:
+async def _stream(o: Orchestrator, conn: Connection, backlog: list[Event], last_seq: int,
+                  epoch: str) -> AsyncIterator[str]:
+    """The feed's frames: ``retry``, the backlog after ``last_seq``, then bus events as they
+    come and snapshots when due. Ends after :data:`STREAM_SECONDS`, when the client fell too
+    far behind (the browser reconnects and resumes from ``Last-Event-ID``) or when the
+    connection is closed; always unsubscribes."""
     cache = _cache(o)
     started = time.monotonic()
+    sub = conn.sub
     try:
         yield "retry: 1000\n\n"
         sent = last_seq
@@ -522,19 +517,13 @@ async def _stream(request: Request, o: Orchestrator, get: Any, close: Any, dropp
         last_state = ""
         last_state_at = -math.inf
         pending = True
-        last_write = time.monotonic()
-        while time.monotonic() - started < STREAM_SECONDS:
-            if await request.is_disconnected():
-                return
-            while (e := get(timeout=0)) is not None:
-                if e.seq > sent:
-                    yield _bus_frame(e, epoch)
-                    sent = e.seq
+        while not conn.closing.is_set() and time.monotonic() - started < STREAM_SECONDS:
+            while (got := sub.get(timeout=0)) is not None:
+                if got.seq > sent:
+                    yield _bus_frame(got, epoch)
+                    sent = got.seq
                     pending = True
-                    last_write = time.monotonic()
-            if dropped():
-                # Fell too far behind (the browser reconnects and resumes from Last-Event-ID),
-                # or the server is shutting down.
+            if sub.dropped:
                 return
             now = time.monotonic()
             if (pending and now - last_state_at >= STATE_MIN_GAP) or \
@@ -543,13 +532,13 @@ async def _stream(request: Request, o: Orchestrator, get: Any, close: Any, dropp
                 last_state_at, pending = now, False
                 if text != last_state:
                     yield _sse("state", _with_time(o, text))
-                    last_state, last_write = text, now
-            if now - last_write >= KEEPALIVE_SECONDS:
-                yield ": keep-alive\n\n"
-                last_write = now
-            await asyncio.sleep(POLL_SECONDS)
+                    last_state = text
+            # Until the next event, or until a snapshot is due (sooner after an event).
+            due = last_state_at + (STATE_MIN_GAP if pending else STATE_INTERVAL)
+            end = started + STREAM_SECONDS
+            await conn.wait(max(0.0, min(due, end) - time.monotonic()))
     finally:
-        close()
+        conn.detach()
 
 
 # ------------------------------------------------------------------ logs
@@ -708,15 +697,16 @@ def _resolve(o: Orchestrator, ident: str, attempt: int | None) -> tuple[Task, Jo
                                                                         bool]:
     """(the runtime's task, the job run if ``ident`` names one, whether it is still active)
     for an app task id, a job run id, or a job run's attempt task id."""
-    run = o.store.get_run(ident)
+    q = reads(o)
+    run = q.run(ident)
     if run is None and ".retry" in ident:
-        run = o.store.get_run(ident.rsplit(".retry", 1)[0])
+        run = q.run(ident.rsplit(".retry", 1)[0])
     if run is not None:
         task_id = (attempt_task_id(run.id, attempt) if attempt is not None else
                    ident if ident != run.id else run.task_id or attempt_task_id(run.id, 0))
         task = run_task(run).with_(id=task_id)
         return task, run, run.status in (RunStatus.QUEUED, RunStatus.RUNNING)
-    stored = o.store.get_task(ident)
+    stored = q.task(ident)
     if stored is not None:
         return stored, None, not stored.state.terminal
     # Ended app tasks are expunged from the store; their output may well still exist.
@@ -745,7 +735,7 @@ async def logs(request: Request, task_id: str,
     task, run, active = _resolve(o, task_id, attempt)
 
     def read() -> LogRead:
-        return read_logs(o.runtime, task, None if tail < 0 else tail, cursor)
+        return read_logs(reads(o).runtime, task, None if tail < 0 else tail, cursor)
 
     try:
         result = await anyio.to_thread.run_sync(read)
@@ -754,9 +744,10 @@ async def logs(request: Request, task_id: str,
     except LookupError as e:
         raise HTTPException(404, str(e)) from None
     except RuntimeUnavailable as e:
-        raise HTTPException(503, f"the {o.runtime.name} runtime is unavailable: {e}") from None
+        raise HTTPException(
+            503, f"the {reads(o).runtime_name} runtime is unavailable: {e}") from None
     known = active or run is not None or any(c.text for c in result.chunks) or (
-        callable(getattr(o.runtime, "sandbox", None)) and _sandbox_exists(o, task.id))
+        callable(getattr(reads(o).runtime, "sandbox", None)) and _sandbox_exists(o, task.id))
     if not known:
         raise HTTPException(404, f"no task or job run '{task_id}' is known")
     return JSONResponse({
@@ -768,7 +759,7 @@ async def logs(request: Request, task_id: str,
 
 def _sandbox_exists(o: Orchestrator, task_id: str) -> bool:
     try:
-        return Path(o.runtime.sandbox(task_id)).is_dir()  # type: ignore[attr-defined]
+        return Path(reads(o).runtime.sandbox(task_id)).is_dir()  # type: ignore[attr-defined]
     except ValueError:
         return False
 
@@ -785,7 +776,7 @@ def _require_json(request: Request) -> None:
 @router.get("/runs/{run_id}")
 def get_run(request: Request, run_id: str) -> dict[str, Any]:
     """One job run: ``{"run": {...}}`` (the page's run shape), 404 if unknown."""
-    run = orch(request).store.get_run(run_id)
+    run = reads(orch(request)).run(run_id)
     if run is None:
         raise HTTPException(404, f"Job run '{run_id}' does not exist")
     return {"run": {"job": run.job, **_run_json(run)}}

@@ -1,6 +1,11 @@
 """The ``dromos`` command line: ``dromos serve`` runs Dromos; ``apps``, ``tasks``,
 ``deployments``, ``jobs [run]``, ``nodes``, ``deploy``, ``scale`` and ``logs`` talk to a running
-one over HTTP (``--url`` or ``$DROMOS_URL``; credentials from ``$DROMOS_AUTH_TOKEN``)."""
+one over HTTP (``--url`` or ``$DROMOS_URL``; credentials from ``$DROMOS_AUTH_TOKEN``).
+
+This package imports nothing of ``api`` (an import-linter contract holds it to that): ``serve``
+runs whatever :func:`main` is given as ``serve``, which the composition root
+(:func:`scheduler.composition.main`, the ``dromos`` program) wires to the HTTP server.
+``python -m scheduler.cli`` goes through the composition root as well (``__main__.py``)."""
 
 from __future__ import annotations
 
@@ -35,6 +40,10 @@ from scheduler.config import (
     load_nodes,
     parse_port_range,
 )
+from scheduler.runtimes import registry as runtime_registry
+
+ServeFunction = Callable[[ServeConfig], int]
+"""Runs Dromos for a validated configuration until interrupted; returns the exit code."""
 
 
 def _serve(args: argparse.Namespace) -> int:
@@ -56,8 +65,10 @@ def _serve(args: argparse.Namespace) -> int:
             service_bind=args.service_bind,
             service_ports=parse_port_range(args.service_ports),
         )
-        from api.server import serve
-
+        serve: ServeFunction | None = getattr(args, "serve", None)
+        if serve is None:
+            raise ConfigError("this entry point cannot serve: run `dromos serve` "
+                              "(or python -m scheduler.composition serve)")
         return serve(config)
     except ConfigError as e:
         print(f"dromos: {e}", file=sys.stderr)
@@ -71,7 +82,8 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--host", default="127.0.0.1", help="address to listen on")
     serve.add_argument("--port", type=int, default=8080)
     serve.add_argument("--state-dir", default=".dromos", help="SQLite state, task sandboxes")
-    serve.add_argument("--runtime", choices=["local", "docker", "kubernetes"], default="local",
+    serve.add_argument("--runtime", choices=runtime_registry.names(),
+                       default=runtime_registry.names()[0],
                        help="local processes, containers on a Docker Engine, or pods on a "
                             "Kubernetes cluster (kubeconfig from the usual places)")
     serve.add_argument("--kube-namespace",
@@ -91,8 +103,10 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str] | None = None, serve: ServeFunction | None = None) -> int:
+    """Run one command. ``serve`` is what ``dromos serve`` calls (see the module docstring)."""
     args = build_parser().parse_args(argv)
+    args.serve = serve
     logging.basicConfig(
         # Client commands log only warnings (httpx logs every request at INFO).
         level=getattr(args, "log_level", "WARNING").upper(),
@@ -614,7 +628,3 @@ def _non_negative(text: str) -> int:
     if value < 0:
         raise argparse.ArgumentTypeError("must be 0 or more")
     return value
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())
