@@ -50,7 +50,7 @@ from fastapi import APIRouter, Query, Request
 from fastapi.responses import JSONResponse, Response
 
 from api.presentation import orch
-from api.sse import EVENT_STREAM, Connection, EventHub, EventStream, encode, hub_of
+from api.sse import EVENT_STREAM, KEEPALIVE, Connection, EventHub, EventStream, encode, hub_of
 from scheduler.events import DROMOS, MARATHON, Event
 from scheduler.model.validation import SpecError
 
@@ -138,8 +138,8 @@ async def _frames(hub: EventHub, want: _Filter, remote: str) -> AsyncIterator[by
                     batch.append(hub.frame(e))
             if batch:
                 yield b"".join(batch)
-            elif not sub.dropped:
-                await conn.wait()
+            elif not sub.dropped and not await conn.wait(hub.settings.keepalive_seconds):
+                yield KEEPALIVE
     finally:
         conn.detach()
         # Marathon announces every detach on the bus; a dropped client's own frame was
@@ -164,7 +164,7 @@ def _response(request: Request, streams: frozenset[str], types: frozenset[str] |
     hub = hub_of(request.app.state, orch(request))
     remote = request.client.host if request.client else "unknown"
     return EventStream(_frames(hub, _Filter(hub, streams, types, allowed), remote),
-                       hub.settings.keepalive_seconds, hub.settings.detach_grace_seconds)
+                       hub.settings.detach_grace_seconds)
 
 
 _NOT_ACCEPTABLE = {

@@ -4,8 +4,10 @@
 
 A stream is an async generator of ready-encoded frames (``bytes``, which sse-starlette writes
 as they are) fed by a :class:`Connection`: one bus subscription with a bounded queue, woken
-from the publisher's thread. sse-starlette does the ASGI side: response head, keep-alive
-comments (``: keep-alive``, every ``keepalive`` seconds), noticing a client disconnect (ASGI
+from the publisher's thread. The generator writes the keep-alive comment itself
+(:data:`KEEPALIVE`, after a quiet spell): sse-starlette's timer would also write one between a
+stream's last frame and its end. sse-starlette does the ASGI side: response head, keep-alive
+noticing a client disconnect (ASGI
 ``http.disconnect``; uvicorn does not raise on writes to a closed connection), cancelling the
 generator (its ``finally`` always unsubscribes) and ending the response cleanly.
 
@@ -39,7 +41,6 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sse_starlette.event import ServerSentEvent
 from sse_starlette.sse import AppStatus, EventSourceResponse, SendTimeoutError
 from starlette.types import Receive, Scope, Send
 
@@ -53,7 +54,7 @@ log = logging.getLogger("dromos.events")
 AppStatus.enable_automatic_graceful_drain = False  # what disable_automatic_graceful_drain() does
 
 EVENT_STREAM = "text/event-stream"
-KEEPALIVE_COMMENT = "keep-alive"
+KEEPALIVE = b": keep-alive\n\n"
 
 
 @dataclass(frozen=True)
@@ -123,21 +124,23 @@ class Connection:
         with contextlib.suppress(RuntimeError):  # loop closed: already over
             self._loop.call_soon_threadsafe(self.closing.set)
 
-    async def wait(self, timeout: float | None = None) -> None:
+    async def wait(self, timeout: float | None = None) -> bool:
         """Until an event is queued, the subscription is dropped, the stream is closed, or
-        ``timeout`` seconds pass (whichever first)."""
+        ``timeout`` seconds pass (whichever first). False when the time ran out."""
         if self.closing.is_set():
-            return
+            return True
         self._wake.clear()
         if self.sub.pending or self.sub.dropped:
-            return
+            return True
         waiters = [asyncio.ensure_future(self._wake.wait()),
                    asyncio.ensure_future(self.closing.wait())]
         try:
-            await asyncio.wait(waiters, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+            done, _ = await asyncio.wait(waiters, timeout=timeout,
+                                         return_when=asyncio.FIRST_COMPLETED)
         finally:
             for w in waiters:
                 w.cancel()
+        return bool(done)
 
     def detach(self) -> None:
         """Unsubscribe and forget this connection (idempotent)."""
@@ -227,15 +230,12 @@ def close_streams(app_state: Any) -> None:
 
 
 class EventStream(EventSourceResponse):
-    """An SSE response of ready-encoded frames, with Dromos's keep-alive comment, and a
-    client that accepts nothing for ``send_timeout`` seconds abandoned quietly."""
+    """An SSE response of ready-encoded frames (keep-alives included: sse-starlette's own
+    are off), and a client that accepts nothing for ``send_timeout`` seconds abandoned."""
 
-    def __init__(self, frames: AsyncIterator[bytes], keepalive_seconds: float,
-                 send_timeout: float) -> None:
-        super().__init__(
-            frames, headers={"Cache-Control": "no-cache"}, sep="\n",
-            ping=keepalive_seconds, send_timeout=send_timeout,
-            ping_message_factory=lambda: ServerSentEvent(comment=KEEPALIVE_COMMENT, sep="\n"))
+    def __init__(self, frames: AsyncIterator[bytes], send_timeout: float) -> None:
+        super().__init__(frames, headers={"Cache-Control": "no-cache"}, sep="\n", ping=0,
+                         send_timeout=send_timeout)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         try:

@@ -44,7 +44,7 @@ from fastapi.responses import FileResponse, JSONResponse, Response
 from pydantic import BaseModel, ConfigDict
 
 from api.presentation import WEB_DIR, job_status, orch, reads, runtime_summary, schedule_info
-from api.sse import Connection, EventHub, EventStream, hub_of
+from api.sse import KEEPALIVE, Connection, EventHub, EventStream, hub_of
 from scheduler import __version__
 from scheduler.batch import dag, stats
 from scheduler.batch.runner import run_task
@@ -484,7 +484,7 @@ async def events(request: Request) -> Response:
     last_seq = resume_after(request.headers.get("last-event-id", ""), epoch)
     hub = hub_of(request.app.state, o)
     return EventStream(_feed(o, hub, backlog_n, last_seq, epoch),
-                       KEEPALIVE_SECONDS, hub.settings.detach_grace_seconds)
+                       hub.settings.detach_grace_seconds)
 
 
 async def _feed(o: Orchestrator, hub: EventHub, backlog_n: int, last_seq: int,
@@ -517,12 +517,14 @@ async def _stream(o: Orchestrator, conn: Connection, backlog: list[Event], last_
         last_state = ""
         last_state_at = -math.inf
         pending = True
+        last_write = time.monotonic()
         while not conn.closing.is_set() and time.monotonic() - started < STREAM_SECONDS:
             while (got := sub.get(timeout=0)) is not None:
                 if got.seq > sent:
                     yield _bus_frame(got, epoch)
                     sent = got.seq
                     pending = True
+                    last_write = time.monotonic()
             if sub.dropped:
                 return
             now = time.monotonic()
@@ -532,11 +534,14 @@ async def _stream(o: Orchestrator, conn: Connection, backlog: list[Event], last_
                 last_state_at, pending = now, False
                 if text != last_state:
                     yield _sse("state", _with_time(o, text))
-                    last_state = text
-            # Until the next event, or until a snapshot is due (sooner after an event).
-            due = last_state_at + (STATE_MIN_GAP if pending else STATE_INTERVAL)
-            end = started + STREAM_SECONDS
-            await conn.wait(max(0.0, min(due, end) - time.monotonic()))
+                    last_state, last_write = text, now
+            if now - last_write >= KEEPALIVE_SECONDS:
+                yield KEEPALIVE.decode()
+                last_write = now
+            # Until the next event, or until a snapshot, a keep-alive or the end is due.
+            due = min(last_state_at + (STATE_MIN_GAP if pending else STATE_INTERVAL),
+                      last_write + KEEPALIVE_SECONDS, started + STREAM_SECONDS)
+            await conn.wait(max(0.0, due - time.monotonic()))
     finally:
         conn.detach()
 
