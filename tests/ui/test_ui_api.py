@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
-from api import ui
+from api import snapshot, ui
 from api.app import create_app
 from api.sse import Connection, hub_of
 from scheduler.clock import FakeClock
@@ -97,7 +97,7 @@ def test_dag_layout_points_every_edge_right_without_overlaps(
     put_job(orchestrator, name="e", parents=["a", "d"])  # a long edge, across two layers
     put_job(orchestrator, name="loner-with-a-very-long-name-that-gets-cut-short",
             schedule="cron: 0 * * * *")
-    d = ui.layout_dag(orchestrator.list_jobs(), {"a": "success", "c": "failure"},
+    d = snapshot.layout_dag(orchestrator.list_jobs(), {"a": "success", "c": "failure"},
                       {"d": "running"})
     nodes = {n["name"]: n for n in d["nodes"]}
     for e in d["edges"]:
@@ -115,13 +115,14 @@ def test_dag_layout_points_every_edge_right_without_overlaps(
             assert apart, (p["name"], q["name"])
     loner = nodes["loner-with-a-very-long-name-that-gets-cut-short"]
     assert loner["isolated"] and loner["y"] > max(n["y"] for n in boxes if not n["isolated"])
-    assert len(loner["label"]) == ui.LABEL_MAX and loner["label"].endswith("…")
+    assert len(loner["label"]) == snapshot.LABEL_MAX and loner["label"].endswith("…")
     assert (nodes["a"]["state"], nodes["c"]["state"], nodes["d"]["status"]) == (
         "success", "failure", "running")
 
 
 def test_dag_layout_of_nothing() -> None:
-    assert ui.layout_dag([], {}, {}) == {"width": 0.0, "height": 0.0, "nodes": [], "edges": []}
+    assert snapshot.layout_dag([], {}, {}) == {"width": 0.0, "height": 0.0, "nodes": [],
+                                               "edges": []}
 
 
 # ------------------------------------------------------------------ logs
