@@ -3,9 +3,8 @@
 :func:`build` turns a :class:`~scheduler.config.ServeConfig` into a :class:`Dromos`: the SQLite
 store, the runtime (by name, from :mod:`scheduler.runtimes.registry`), the event bus, the
 clock, the health monitor, the orchestrator, the group manager and the built-in balancer.
-:func:`serve` adds the HTTP application (``api``) and runs it; :func:`main` is the ``dromos``
-program: the CLI (:mod:`scheduler.cli`, which knows nothing of ``api``) with ``serve`` wired
-to :func:`serve` here.
+:func:`serve` adds the HTTP application (``api``) and runs it; the ``dromos`` program
+(:mod:`scheduler.cli.program`) calls it for ``dromos serve``.
 
 Everything else receives what it needs from here; nothing below this module builds a store,
 a runtime or a balancer of its own.
@@ -17,6 +16,7 @@ import logging
 from dataclasses import dataclass
 from typing import Any
 
+from api.server import create_server_app, run_http
 from scheduler.clock import SystemClock
 from scheduler.config import ServeConfig
 from scheduler.events import DROMOS, EventBus
@@ -104,8 +104,6 @@ def build(config: ServeConfig) -> Dromos:
 
 def serve(config: ServeConfig) -> int:
     """Build Dromos, serve its HTTP API until interrupted, then stop it."""
-    from api.server import create_server_app, run_http
-
     dromos = build(config)
     app = create_server_app(dromos.orchestrator, dromos.group_manager, config)
     dromos.start()
@@ -116,14 +114,3 @@ def serve(config: ServeConfig) -> int:
     finally:
         dromos.stop()
     return 0
-
-
-def main(argv: list[str] | None = None) -> int:
-    """The ``dromos`` program: the CLI with ``serve`` wired to :func:`serve`."""
-    from scheduler.cli import main as cli_main
-
-    return cli_main(argv, serve=serve)
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

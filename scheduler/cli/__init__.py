@@ -3,9 +3,9 @@
 one over HTTP (``--url`` or ``$DROMOS_URL``; credentials from ``$DROMOS_AUTH_TOKEN``).
 
 This package imports nothing of ``api`` (an import-linter contract holds it to that): ``serve``
-runs whatever :func:`main` is given as ``serve``, which the composition root
-(:func:`scheduler.composition.main`, the ``dromos`` program) wires to the HTTP server.
-``python -m scheduler.cli`` goes through the composition root as well (``__main__.py``)."""
+runs whatever :func:`main` is given as ``serve``; the ``dromos`` program
+(:mod:`scheduler.cli.program`, also ``python -m scheduler.cli``) wires it to the composition
+root, which builds Dromos and its HTTP server."""
 
 from __future__ import annotations
 
@@ -68,7 +68,7 @@ def _serve(args: argparse.Namespace) -> int:
         serve: ServeFunction | None = getattr(args, "serve", None)
         if serve is None:
             raise ConfigError("this entry point cannot serve: run `dromos serve` "
-                              "(or python -m scheduler.composition serve)")
+                              "(or python -m scheduler.cli serve)")
         return serve(config)
     except ConfigError as e:
         print(f"dromos: {e}", file=sys.stderr)

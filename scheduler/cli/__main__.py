@@ -1,6 +1,5 @@
-"""``python -m scheduler.cli``: the ``dromos`` program, through the composition root (the one
-place that may join the CLI to the HTTP server; see the import-linter contracts)."""
+"""``python -m scheduler.cli``: the ``dromos`` program (see :mod:`scheduler.cli.program`)."""
 
-from scheduler.composition import main
+from scheduler.cli.program import main
 
 raise SystemExit(main())
