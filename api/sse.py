@@ -4,12 +4,12 @@
 
 A stream is an async generator of ready-encoded frames (``bytes``, which sse-starlette writes
 as they are) fed by a :class:`Connection`: one bus subscription with a bounded queue, woken
-from the publisher's thread. The generator writes the keep-alive comment itself
-(:data:`KEEPALIVE`, after a quiet spell): sse-starlette's timer would also write one between a
-stream's last frame and its end. sse-starlette does the ASGI side: response head, keep-alive
-noticing a client disconnect (ASGI
-``http.disconnect``; uvicorn does not raise on writes to a closed connection), cancelling the
-generator (its ``finally`` always unsubscribes) and ending the response cleanly.
+from the publisher's thread. sse-starlette does the ASGI side: the response head, noticing a
+client disconnect (ASGI ``http.disconnect``; uvicorn does not raise on writes to a closed
+connection), cancelling the generator (its ``finally`` always unsubscribes), per-write
+timeouts and ending the response cleanly. The generators write the keep-alive comment
+themselves (:data:`KEEPALIVE`, after a quiet spell): sse-starlette's timer runs beside the
+generator and could put one between a stream's last frame and its end.
 
 Threading contract: the bus publishes synchronously on the publisher's thread (usually the
 control loop). The only work done there for a stream is the subscription's non-blocking
