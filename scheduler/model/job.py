@@ -271,7 +271,7 @@ def _schedule_errors(data: dict[str, Any]) -> list[tuple[str, list[str]]]:
         return []
     try:
         ZoneInfo(tz or "UTC")
-    except (ZoneInfoNotFoundError, ValueError):
+    except (ZoneInfoNotFoundError, ValueError, OSError):
         return []
     try:
         _check_schedule(schedule, tz)

@@ -219,12 +219,9 @@ def _manual_runs(srv: Server, job: str) -> bool:
 
 
 def test_deployments_section_follows_the_api(dromos: Server, browser: Any) -> None:
-    """Shown when this Dromos serves /v2/deployments (Marathon's shape), absent otherwise."""
+    """Shown because this Dromos serves /v2/deployments (Marathon's shape)."""
     load(browser, dromos)
-    has_api = httpx.get(dromos.url + "/v2/deployments").status_code == 200
-    if has_api:
-        until(browser, lambda: one(browser, "#deployments").is_displayed(),
-              what="the deployments section")
-        assert "Deployments" in text(one(browser, "#deployments"))
-    else:
-        assert not one(browser, "#deployments").is_displayed()
+    assert httpx.get(dromos.url + "/v2/deployments").status_code == 200
+    until(browser, lambda: one(browser, "#deployments").is_displayed(),
+          what="the deployments section")
+    assert "Deployments" in text(one(browser, "#deployments"))

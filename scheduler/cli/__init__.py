@@ -2,7 +2,12 @@
 ``deployments``, ``jobs [run|add|delete]``, ``nodes``, ``deploy``, ``scale``, ``logs`` and
 ``stop-all`` talk to a running one over HTTP (``--url`` or ``$DROMOS_URL``; credentials from
 ``$DROMOS_AUTH_TOKEN``). Drawing is in :mod:`scheduler.cli_render`, jobs from files in
-:mod:`scheduler.cli_jobs`, stopping in :mod:`scheduler.cli_stop`."""
+:mod:`scheduler.cli_jobs`, stopping in :mod:`scheduler.cli_stop`.
+
+This package imports nothing of ``api`` (an import-linter contract holds it to that): ``serve``
+runs whatever :func:`main` is given as ``serve``; the ``dromos`` program
+(:mod:`scheduler.cli.program`, also ``python -m scheduler.cli``) wires it to the composition
+root, which builds Dromos and its HTTP server."""
 
 from __future__ import annotations
 
@@ -36,7 +41,11 @@ from scheduler.config import (
     parse_body_limit,
     parse_port_range,
 )
+from scheduler.runtimes import registry as runtime_registry
 from scheduler.stop import shutdown_note
+
+ServeFunction = Callable[[ServeConfig], int]
+"""Runs Dromos for a validated configuration until interrupted; returns the exit code."""
 
 
 def _serve(args: argparse.Namespace) -> int:
@@ -59,8 +68,10 @@ def _serve(args: argparse.Namespace) -> int:
             service_ports=parse_port_range(args.service_ports),
             max_body_bytes=parse_body_limit(args.max_body_bytes),
         )
-        from api.server import serve
-
+        serve: ServeFunction | None = getattr(args, "serve", None)
+        if serve is None:
+            raise ConfigError("this entry point cannot serve: run `dromos serve` "
+                              "(or python -m scheduler.cli serve)")
         try:
             return serve(config)
         except KeyboardInterrupt:
@@ -83,7 +94,8 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--host", default="127.0.0.1", help="address to listen on")
     serve.add_argument("--port", type=int, default=8080)
     serve.add_argument("--state-dir", default=".dromos", help="SQLite state, task sandboxes")
-    serve.add_argument("--runtime", choices=["local", "docker", "kubernetes"], default="local",
+    serve.add_argument("--runtime", choices=runtime_registry.names(),
+                       default=runtime_registry.names()[0],
                        help="local processes, containers on a Docker Engine, or pods on a "
                             "Kubernetes cluster (kubeconfig from the usual places)")
     serve.add_argument("--kube-namespace",
@@ -106,8 +118,10 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str] | None = None, serve: ServeFunction | None = None) -> int:
+    """Run one command. ``serve`` is what ``dromos serve`` calls (see the module docstring)."""
     args = build_parser().parse_args(argv)
+    args.serve = serve
     logging.basicConfig(
         # Client commands log only warnings (httpx logs every request at INFO).
         level=getattr(args, "log_level", "WARNING").upper(),
@@ -592,7 +606,3 @@ def _non_negative(text: str) -> int:
     if value < 0:
         raise argparse.ArgumentTypeError("must be 0 or more")
     return value
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())
