@@ -11,6 +11,7 @@ from fastapi import FastAPI
 
 from api.app import create_app
 from api.events import close_streams
+from api.standby import StandbyServer, standby_app
 from scheduler.clock import SystemClock
 from scheduler.config import ConfigError, ServeConfig
 from scheduler.events import DROMOS, EventBus
@@ -20,6 +21,7 @@ from scheduler.runtimes.base import Runtime
 from scheduler.services.balancer import Balancer
 from scheduler.services.health import HealthMonitor
 from scheduler.store.sqlite import SqliteStore
+from scheduler.store.state_lock import Holder, StateLock, read_holder
 
 log = logging.getLogger("dromos.server")
 
@@ -97,8 +99,41 @@ class _DromosServer(uvicorn.Server):
         await super().shutdown(sockets)
 
 
+def hold_state_dir(config: ServeConfig) -> StateLock:
+    """Take the state directory's lock: at once, or (``--standby``) when its holder exits,
+    serving the standby surface meanwhile. Raises :class:`StateDirHeld` without ``--standby``."""
+    me = f"{config.host}:{config.port}"
+    lock = StateLock(config.state_dir, Holder.me(me))
+    if not config.standby:
+        lock.acquire()
+        return lock
+    if lock.try_acquire():
+        return lock
+    holder = read_holder(config.state_dir)
+    log.info("standby on http://%s: waiting for %s", me,
+             holder.describe() if holder else "the state directory's holder")
+    standby = StandbyServer(standby_app(lambda: read_holder(config.state_dir), me),
+                            config.host, config.port)
+    standby.start()
+    try:
+        lock.wait()
+    finally:
+        standby.stop()
+    log.info("took over %s", config.state_dir)
+    return lock
+
+
 def serve(config: ServeConfig) -> int:
-    """Serve until interrupted. Tasks keep running after exit; the next start adopts them."""
+    """Serve until interrupted. Tasks keep running after exit; the next start adopts them.
+    Only one process serves a state directory (see :mod:`scheduler.store.state_lock`)."""
+    lock = hold_state_dir(config)
+    try:
+        return _serve_holding(config)
+    finally:
+        lock.release()
+
+
+def _serve_holding(config: ServeConfig) -> int:
     orchestrator = build_orchestrator(config)
     app = create_app(orchestrator, config.credentials, leader=f"{config.host}:{config.port}")
     # Created now, not on the first /v2/groups request: creating it finishes any group change

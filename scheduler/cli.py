@@ -35,6 +35,7 @@ from scheduler.config import (
     load_nodes,
     parse_port_range,
 )
+from scheduler.store.state_lock import StateDirHeld
 
 
 def _serve(args: argparse.Namespace) -> int:
@@ -55,6 +56,7 @@ def _serve(args: argparse.Namespace) -> int:
             credentials=credentials,
             service_bind=args.service_bind,
             service_ports=parse_port_range(args.service_ports),
+            standby=args.standby,
         )
         from api.server import serve
 
@@ -62,6 +64,9 @@ def _serve(args: argparse.Namespace) -> int:
     except ConfigError as e:
         print(f"dromos: {e}", file=sys.stderr)
         return 2
+    except StateDirHeld as e:
+        print(f"dromos: {e}", file=sys.stderr)
+        return EXIT_HELD
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -85,6 +90,9 @@ def build_parser() -> argparse.ArgumentParser:
                             "ports (local and docker runtimes); 'off' disables it")
     serve.add_argument("--service-ports", default="10000-20000",
                        help="range service ports are auto-assigned from")
+    serve.add_argument("--standby", action="store_true",
+                       help="if another Dromos holds --state-dir, wait (answering /ping as a "
+                            "standby) and take over when it exits, instead of refusing")
     serve.add_argument("--log-level", default="INFO")
     serve.set_defaults(func=_serve)
     add_client_commands(sub, parser)
@@ -116,6 +124,8 @@ EXIT_NOT_DONE = 3
 """What was waited for did not succeed: ``--wait`` gave up (timeout, unplaceable, failed
 deployment) or a followed job run ended other than in success."""
 EXIT_INTERRUPTED = 130
+EXIT_HELD = 4
+"""``dromos serve``: another live Dromos holds the state directory (and no ``--standby``)."""
 
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 

@@ -44,6 +44,8 @@ class ServeConfig:
     # are auto-assigned from (Marathon's local_port_min/max).
     service_bind: str = "127.0.0.1"
     service_ports: tuple[int, int] = (10000, 20000)
+    # Wait for the state directory's holder to exit instead of refusing to start.
+    standby: bool = False
 
 
 def parse_port_range(text: str) -> tuple[int, int]:
