@@ -9,6 +9,7 @@ from datetime import datetime
 from typing import Any
 
 from scheduler.ha.elector import LeaseConflict, LeaseUnavailable
+from scheduler.ha.kube_http import KubeConflict, KubeError, KubeNotFound, request
 from scheduler.ha.lease import LeaseRecord
 
 
@@ -73,8 +74,8 @@ def spec_to_record(spec: dict[str, Any]) -> LeaseRecord:
 
 
 class KubeLeaseApi:
-    """The Lease ``name`` in ``namespace`` on the API server, through the kubernetes client's
-    ``ApiClient`` (plain JSON, every request bounded by ``timeout_s`` so a hung call cannot
+    """The Lease ``name`` in ``namespace`` on the API server (plain JSON through
+    :mod:`scheduler.ha.kube_http`; every request bounded by ``timeout_s`` so a hung call cannot
     outlive the renew deadline)."""
 
     def __init__(self, api_client: Any, namespace: str, name: str, timeout_s: float) -> None:
@@ -88,23 +89,16 @@ class KubeLeaseApi:
         return f"/apis/coordination.k8s.io/v1/namespaces/{self.namespace}/leases"
 
     def _call(self, method: str, path: str, body: Any = None) -> dict[str, Any] | None:
-        from kubernetes.client.exceptions import ApiException
-
         try:
-            data, _, _ = self._client.call_api(
-                path, method, body=body, response_type="object", auth_settings=["BearerToken"],
-                _preload_content=True, _request_timeout=self.timeout_s,
-                header_params={"Content-Type": "application/json",
-                               "Accept": "application/json"})
-        except ApiException as e:
-            if e.status == 404 and method == "GET":
+            return request(self._client, method, path, body, timeout_s=self.timeout_s)
+        except KubeNotFound:
+            if method == "GET":
                 return None
-            if e.status == 409:
-                raise LeaseConflict(f"{method} lease: 409") from None
-            raise LeaseUnavailable(f"{method} lease: {e.status} {e.reason}") from None
-        except Exception as e:  # urllib3 errors: connection refused, timeouts
-            raise LeaseUnavailable(f"{method} lease: {e}") from None
-        return data if isinstance(data, dict) else {}
+            raise LeaseUnavailable(f"{method} lease: not found") from None
+        except KubeConflict:
+            raise LeaseConflict(f"{method} lease: 409") from None
+        except KubeError as e:
+            raise LeaseUnavailable(str(e)) from None
 
     def get(self) -> tuple[LeaseRecord, str] | None:
         data = self._call("GET", f"{self._path}/{self.name}")

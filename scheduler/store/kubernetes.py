@@ -34,11 +34,13 @@ import json
 import logging
 import re
 import threading
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
+from scheduler.ha.kube_http import KubeConflict, KubeError, KubeNotFound, request
 from scheduler.ha.lease import FENCE_ANNOTATION
 from scheduler.store.codec import decode_run
 from scheduler.store.memory import MemoryStore, _run_row, _State
@@ -49,6 +51,19 @@ GROUP = "dromos.io"
 VERSION = "v1alpha1"
 KEY_ANNOTATION = "dromos.io/key"
 JOB_LABEL = "dromos.io/job"
+
+
+# How long a write refused by the fence is retried while the token is still ours (see
+# _request); the policy's informer normally catches up within milliseconds.
+FENCE_CATCH_UP_S = 3.0
+FENCE_POLICY = "dromos-fence"
+
+
+def _token_of(body: Any) -> str | None:
+    if not isinstance(body, dict):
+        return None
+    token = ((body.get("metadata") or {}).get("annotations") or {}).get(FENCE_ANNOTATION)
+    return str(token) if token is not None else None
 
 
 class StoreUnavailable(Exception):
@@ -295,7 +310,7 @@ class KubernetesStore(MemoryStore):
     def _create_or_replace(self, kind: Kind, body: dict[str, Any]) -> dict[str, Any]:
         try:
             return self._request("POST", self._path(kind.plural), body)
-        except _Conflict:
+        except KubeConflict:
             # Exists already (a journal being replayed, or a copy that missed a write).
             current = self._request("GET", self._path(kind.plural, body["metadata"]["name"]))
             body["metadata"]["resourceVersion"] = current["metadata"]["resourceVersion"]
@@ -305,7 +320,7 @@ class KubernetesStore(MemoryStore):
         name = body["metadata"]["name"]
         try:
             return self._request("PUT", self._path(kind.plural, name), body)
-        except _Conflict:
+        except KubeConflict:
             if kind.structured:
                 raise StoreUnavailable(
                     f"{kind.kind} {name} was changed by someone else; retry") from None
@@ -328,7 +343,7 @@ class KubernetesStore(MemoryStore):
             self._request("DELETE", path, {
                 "kind": "DeleteOptions", "apiVersion": "v1",
                 "preconditions": {"resourceVersion": current["metadata"]["resourceVersion"]}})
-        except _NotFound:
+        except KubeNotFound:
             return
 
     def _object(self, kind: Kind, key: str, text: str, fence: str) -> dict[str, Any]:
@@ -365,36 +380,24 @@ class KubernetesStore(MemoryStore):
                 return items
 
     def _request(self, method: str, path: str, body: Any = None) -> dict[str, Any]:
-        from kubernetes.client.exceptions import ApiException
+        """One request; a refusal by the fence policy is retried while this process still
+        holds the token it sent: the API server reads the Lease from an informer, so for a
+        moment after a takeover it may not know the new holder yet (it then refuses, which is
+        safe). A token that is no longer ours is not retried."""
+        sent = _token_of(body)
+        deadline = time.monotonic() + FENCE_CATCH_UP_S
+        while True:
+            try:
+                return request(self._api, method, path, body, timeout_s=self.timeout_s)
+            except KubeError as e:
+                refused_by_fence = e.status in (403, 422) and FENCE_POLICY in str(e)
+                if not (refused_by_fence and sent is not None and time.monotonic() < deadline
+                        and self._still_ours(sent)):
+                    raise StoreUnavailable(str(e)) from None
+            time.sleep(0.05)
 
+    def _still_ours(self, token: str) -> bool:
         try:
-            data, _, _ = self._api.call_api(
-                path, method, body=body, response_type="object",
-                auth_settings=["BearerToken"], _preload_content=True,
-                _request_timeout=self.timeout_s,
-                header_params={"Content-Type": "application/json",
-                               "Accept": "application/json"})
-        except ApiException as e:
-            if e.status == 404:
-                raise _NotFound(path) from None
-            if e.status == 409:
-                raise _Conflict(path) from None
-            raise StoreUnavailable(f"{method} {path}: {e.status} {_reason(e)}") from None
-        except Exception as e:  # urllib3: refused, reset, timeout
-            raise StoreUnavailable(f"{method} {path}: {e}") from None
-        return data if isinstance(data, dict) else {}
-
-
-class _NotFound(Exception):
-    pass
-
-
-class _Conflict(Exception):
-    pass
-
-
-def _reason(e: Any) -> str:
-    try:
-        return str(json.loads(e.body).get("message") or e.reason)
-    except (ValueError, TypeError, AttributeError):
-        return str(e.reason)
+            return self._fence() == token
+        except Exception:  # NotLeader
+            return False
