@@ -7,6 +7,7 @@ module only turns those parts into an ASGI application and serves it.
 from __future__ import annotations
 
 import asyncio
+import logging
 import socket
 
 import uvicorn
@@ -14,10 +15,14 @@ from fastapi import FastAPI
 
 from api.app import create_app
 from api.sse import close_streams
+from api.standby import StandbyServer, standby_app
 from scheduler.config import ServeConfig
 from scheduler.groups import GroupManager
 from scheduler.orchestrator import Orchestrator
 from scheduler.services.open_files import AcceptErrorLog
+from scheduler.store.state_lock import Holder, StateLock, read_holder
+
+log = logging.getLogger("dromos.server")
 
 
 def create_server_app(orchestrator: Orchestrator, group_manager: GroupManager,
@@ -45,6 +50,30 @@ class _DromosServer(uvicorn.Server):
     async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
         close_streams(self.dromos_app.state)
         await super().shutdown(sockets)
+
+
+def hold_state_dir(config: ServeConfig) -> StateLock:
+    """Take the state directory's lock: at once, or (``--standby``) when its holder exits,
+    serving the standby surface meanwhile. Raises :class:`StateDirHeld` without ``--standby``."""
+    me = f"{config.host}:{config.port}"
+    lock = StateLock(config.state_dir, Holder.me(me))
+    if not config.standby:
+        lock.acquire()
+        return lock
+    if lock.try_acquire():
+        return lock
+    holder = read_holder(config.state_dir)
+    log.info("standby on http://%s: waiting for %s", me,
+             holder.describe() if holder else "the state directory's holder")
+    standby = StandbyServer(standby_app(lambda: read_holder(config.state_dir), me),
+                            config.host, config.port)
+    standby.start()
+    try:
+        lock.wait()
+    finally:
+        standby.stop()
+    log.info("took over %s", config.state_dir)
+    return lock
 
 
 def run_http(app: FastAPI, host: str, port: int) -> None:

@@ -16,7 +16,7 @@ import logging
 from dataclasses import dataclass
 from typing import Any
 
-from api.server import create_server_app, run_http
+from api.server import create_server_app, hold_state_dir, run_http
 from scheduler.clock import SystemClock
 from scheduler.config import ServeConfig
 from scheduler.events import DROMOS, EventBus
@@ -104,7 +104,19 @@ def build(config: ServeConfig) -> Dromos:
 
 
 def serve(config: ServeConfig) -> int:
-    """Build Dromos, serve its HTTP API until interrupted, then stop it."""
+    """Build Dromos, serve its HTTP API until interrupted, then stop it. Only one process
+    serves a state directory (:mod:`scheduler.store.state_lock`): raises
+    :class:`~scheduler.store.state_lock.StateDirHeld` when another holds it, unless
+    ``config.standby``, which waits for it."""
+    lock = hold_state_dir(config)
+    try:
+        return _serve_holding(config)
+    finally:
+        lock.release()
+
+
+def _serve_holding(config: ServeConfig) -> int:
+
     soft, _ = raise_nofile_limit()
     log.info("open files limit: %d", soft)
     dromos = build(config)

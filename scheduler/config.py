@@ -46,6 +46,8 @@ class ServeConfig:
     service_ports: tuple[int, int] = (10000, 20000)
     # Request bodies over this get 413 (the Kubernetes API server's 3 MiB by default).
     max_body_bytes: int = 3 * 1024 * 1024
+    # Wait for the state directory's holder to exit instead of refusing to start.
+    standby: bool = False
 
 
 MIN_TOKEN_LENGTH = 16

@@ -43,6 +43,7 @@ from scheduler.config import (
 )
 from scheduler.runtimes import registry as runtime_registry
 from scheduler.stop import shutdown_note
+from scheduler.store.state_lock import StateDirHeld
 
 ServeFunction = Callable[[ServeConfig], int]
 """Runs Dromos for a validated configuration until interrupted; returns the exit code."""
@@ -67,19 +68,26 @@ def _serve(args: argparse.Namespace) -> int:
             service_bind=args.service_bind,
             service_ports=parse_port_range(args.service_ports),
             max_body_bytes=parse_body_limit(args.max_body_bytes),
+            standby=args.standby,
         )
         serve: ServeFunction | None = getattr(args, "serve", None)
         if serve is None:
             raise ConfigError("this entry point cannot serve: run `dromos serve` "
                               "(or python -m scheduler.cli serve)")
+        served = False
         try:
+            served = True
             return serve(config)
         except KeyboardInterrupt:
             # uvicorn re-raises the Ctrl-C it handled once it has shut down: not an error.
             return EXIT_INTERRUPTED
+        except StateDirHeld as e:
+            served = False
+            print(f"dromos: {e}", file=sys.stderr)
+            return EXIT_HELD
         finally:
             # Tasks outlive Dromos by design; say so, and how to stop them.
-            note = shutdown_note(config.state_dir, config.runtime)
+            note = shutdown_note(config.state_dir, config.runtime) if served else None
             if note:
                 logging.getLogger("dromos").info(note)
     except ConfigError as e:
@@ -112,6 +120,9 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--max-body-bytes", default="3Mi",
                        help="largest request body accepted (bytes, or with K/M/G, read as "
                             "KiB/MiB/GiB); larger ones get 413 (default 3Mi)")
+    serve.add_argument("--standby", action="store_true",
+                       help="if another Dromos holds --state-dir, wait (answering /ping as a "
+                            "standby) and take over when it exits, instead of refusing")
     serve.add_argument("--log-level", default="INFO")
     serve.set_defaults(func=_serve)
     add_client_commands(sub, parser)
@@ -145,6 +156,8 @@ EXIT_NOT_DONE = 3
 """What was waited for did not succeed: ``--wait`` gave up (timeout, unplaceable, failed
 deployment) or a followed job run ended other than in success."""
 EXIT_INTERRUPTED = 130
+EXIT_HELD = 4
+"""``dromos serve``: another live Dromos holds the state directory (and no ``--standby``)."""
 
 def _clean(value: Any) -> str:
     """A table cell or message part: user data's control characters shown as ``\\xNN``."""
