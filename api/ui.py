@@ -49,12 +49,11 @@ from api.events import hub_of
 from api.marathon import runtime_summary
 from scheduler import __version__
 from scheduler.batch import dag, stats
-from scheduler.batch.runner import run_task
 from scheduler.events import DROMOS, MARATHON, Event, EventBus
 from scheduler.model.app import AppSpec
 from scheduler.model.job import JobRun, JobSpec, RunStatus, attempt_task_id
 from scheduler.model.resources import Resources, format_port_ranges
-from scheduler.model.task import Task, TaskState
+from scheduler.model.task import Task, TaskState, task_of_run
 from scheduler.model.timefmt import iso
 from scheduler.orchestrator import NotFound, Orchestrator
 from scheduler.runtimes.base import RuntimeUnavailable
@@ -714,7 +713,7 @@ def _resolve(o: Orchestrator, ident: str, attempt: int | None) -> tuple[Task, Jo
     if run is not None:
         task_id = (attempt_task_id(run.id, attempt) if attempt is not None else
                    ident if ident != run.id else run.task_id or attempt_task_id(run.id, 0))
-        task = run_task(run).with_(id=task_id)
+        task = task_of_run(run).with_(id=task_id)
         return task, run, run.status in (RunStatus.QUEUED, RunStatus.RUNNING)
     stored = o.store.get_task(ident)
     if stored is not None:

@@ -14,7 +14,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any, cast
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import isodate
@@ -24,6 +24,7 @@ from pydantic import (
     ConfigDict,
     Field,
     PlainSerializer,
+    PrivateAttr,
     ValidationError,
     WithJsonSchema,
     field_validator,
@@ -34,6 +35,9 @@ from scheduler.model.constraints import Constraint, Operator, parse_constraint
 from scheduler.model.resources import Resources
 from scheduler.model.timefmt import iso, parse_iso
 from scheduler.model.validation import SpecError, errors_from_pydantic
+
+if TYPE_CHECKING:
+    from scheduler.batch.schedule import Schedule
 
 JOB_NAME = re.compile(r"^[\w.-]+$")
 CRON_PREFIX = "cron:"
@@ -141,6 +145,8 @@ class JobSpec(BaseModel):
     dataProcessingJobType: bool = False
     # Chronos 2.x field; kept for clients that send it.
     async_: bool = Field(default=False, alias="async")
+    # (schedule text, time zone, parsed schedule), set by validation; see parsed_schedule.
+    _parsed: tuple[str, str, Any] | None = PrivateAttr(default=None)
 
     @field_validator("name")
     @classmethod
@@ -186,8 +192,25 @@ class JobSpec(BaseModel):
             # Imported here: schedule parsing lives in batch/, which depends on this module.
             from scheduler.batch.schedule import parse_schedule
 
-            parse_schedule(self.schedule, self.scheduleTimeZone or "UTC")
+            # Kept (keyed by text and zone, so a model_copy that changes either re-parses):
+            # the runner, the API and the status page read it instead of parsing again.
+            self._parsed = (self.schedule, self.time_zone,
+                            parse_schedule(self.schedule, self.time_zone))
         return self
+
+    @property
+    def parsed_schedule(self) -> Schedule | None:
+        """The parsed ``schedule`` (``None`` for a dependent job), parsed once."""
+        if not self.schedule:
+            return None
+        cached = self._parsed
+        if cached is None or cached[0] != self.schedule or cached[1] != self.time_zone:
+            from scheduler.batch.schedule import parse_schedule
+
+            cached = (self.schedule, self.time_zone,
+                      parse_schedule(self.schedule, self.time_zone))
+            self._parsed = cached
+        return cast("Schedule", cached[2])
 
     # --- derived views -------------------------------------------------------------------
 

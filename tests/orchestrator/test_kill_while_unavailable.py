@@ -3,8 +3,6 @@ sent once the runtime is back, for app tasks and job runs alike."""
 
 from __future__ import annotations
 
-import pytest
-
 from scheduler.clock import FakeClock
 from scheduler.model.app import parse_app
 from scheduler.model.job import RunStatus, parse_job
@@ -13,7 +11,6 @@ from scheduler.orchestrator import Orchestrator
 from tests.support.fake_runtime import FakeRuntime
 
 
-@pytest.mark.xfail(strict=True, reason="issue 10: job kills are not re-sent")
 def test_job_run_kill_while_unavailable_reaches_the_runtime(
         orch: Orchestrator, runtime: FakeRuntime, clock: FakeClock) -> None:
     orch.put_job(parse_job({"name": "etl", "command": "sleep 100", "cpus": 0.1, "mem": 16,

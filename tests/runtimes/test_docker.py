@@ -29,7 +29,6 @@ from fastapi.testclient import TestClient
 
 from api.app import create_app
 from api.server import build_runtime
-from scheduler.batch.runner import launch_spec_for
 from scheduler.cli import build_parser
 from scheduler.clock import FakeClock
 from scheduler.config import Credentials, ServeConfig
@@ -45,7 +44,7 @@ from scheduler.model.job import (
 )
 from scheduler.model.node import Node
 from scheduler.model.resources import Resources
-from scheduler.model.task import Task, TaskState
+from scheduler.model.task import Task, TaskState, task_of_run
 from scheduler.orchestrator import Orchestrator
 from scheduler.runtimes.base import RuntimeUnavailable, launch_spec
 from scheduler.runtimes.docker import (
@@ -203,7 +202,7 @@ def test_a_job_run_is_labelled_with_its_job_and_run_and_its_example_scores_a_bat
                  trigger=Trigger.SCHEDULE, status=RunStatus.QUEUED, created_at=scheduled,
                  scheduled_for=scheduled, attempt=1)
     task_id = attempt_task_id(run.id, run.attempt)  # a retry: score-batch:2026...Z.retry1
-    spec = launch_spec_for(job, run, task_id, "docker-host")
+    spec = launch_spec(job, task_of_run(run, host="docker-host"), run)
     task = Task(id=task_id, app_id=spec.app_id, host="docker-host", version="",
                 state=TaskState.STAGING, staged_at=scheduled)
     task = task.with_(handle=dict(rt.launch(spec)))
