@@ -14,8 +14,8 @@ from api.events import close_streams
 from scheduler.clock import SystemClock
 from scheduler.config import ConfigError, ServeConfig
 from scheduler.events import DROMOS, EventBus
-from scheduler.groups import GroupManager
 from scheduler.orchestrator import Orchestrator
+from scheduler.orchestrator.group_commands import GroupManager
 from scheduler.runtimes.base import Runtime
 from scheduler.services.balancer import Balancer
 from scheduler.services.health import HealthMonitor

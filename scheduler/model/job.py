@@ -193,7 +193,7 @@ class JobSpec(BaseModel):
             from scheduler.batch.schedule import parse_schedule
 
             # Kept (keyed by text and zone, so a model_copy that changes either re-parses):
-            # the runner, the API and the status page read it instead of parsing again.
+            # the job book, the API and the status page read it instead of parsing again.
             self._parsed = (self.schedule, self.time_zone,
                             parse_schedule(self.schedule, self.time_zone))
         return self

@@ -81,7 +81,7 @@ from scheduler.model.group import (
 from scheduler.model.timefmt import iso, parse_iso
 from scheduler.model.validation import SpecError
 from scheduler.orchestrator import Conflict, NotFound, Orchestrator
-from scheduler.services import groups as logic
+from scheduler.services import group_plan as logic
 from scheduler.services import service_ports
 
 log = logging.getLogger("dromos.groups")
@@ -241,7 +241,7 @@ class GroupManager:
 
     def scale(self, group_id: str, factor: Any, force: bool = False) -> GroupChange:
         """Multiply the instances of every app in the group's subtree by ``factor``
-        (rounded up, as Marathon does: :func:`scheduler.services.groups.scaled_instances`).
+        (rounded up, as Marathon does: :func:`scheduler.services.group_plan.scaled_instances`).
         Only ``instances`` change: the apps scale, no task is restarted."""
         with self._lock:
             apps, explicit = self._o.apps(), self._explicit()
