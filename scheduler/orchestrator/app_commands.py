@@ -114,7 +114,8 @@ class AppCommands(DeploymentBook):
             self._apps().pop(app_id, None)
             self._deployment_started(deployment, now)
             for t in self.tasks(app_id):
-                self._kill(t, "app deleted", now)
+                # The app's versions are gone from the store now: its grace comes from here.
+                self._kill(t, "app deleted", now, old.kill_grace_seconds)
             self._queue.pop(app_id, None)
             self.bus.publish("app_terminated_event", now, appId=app_id)
             return deployment.id

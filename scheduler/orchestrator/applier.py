@@ -72,9 +72,11 @@ class Applier(OrchestratorCore):
         if started.job is not None:
             self.jobs.attempt_started(started, now)
 
-    def _kill(self, task: Task, reason: str, now: datetime) -> Task:
+    def _kill(self, task: Task, reason: str, now: datetime,
+              grace: float | None = None) -> Task:
         """Record the kill on the task, then send it (or leave it to :meth:`_reissue_kills`
-        when the runtime is unavailable or the task's connections are draining)."""
+        when the runtime is unavailable or the task's connections are draining). ``grace``
+        defaults to the task's own (its app version's, or a job run's)."""
         killing = task.with_(state=TaskState.KILLING, kill_requested_at=now, message=reason)
         self.store.put_task(killing)
         if self.balancer is not None and task.job is None:
@@ -86,7 +88,7 @@ class Applier(OrchestratorCore):
                 self._status_event(killing, now)
                 return killing
         try:
-            self.runtime.kill(task, self._grace(task))
+            self.runtime.kill(task, self._grace(task) if grace is None else grace)
             self._kills_issued.add(task.id)
         except RuntimeUnavailable as e:
             self._mark_unavailable(e)
