@@ -195,7 +195,7 @@ def test_every_container_is_labelled_and_named_after_its_task(
 def test_a_job_run_is_labelled_with_its_job_and_run_and_its_example_scores_a_batch(
     factory: RuntimeFactory, rt: DockerRuntime
 ) -> None:
-    # The LaunchSpec the orchestrator builds for a job run, with the Chronos container shape (image at the top).
+    # The LaunchSpec of a job run's attempt, with the Chronos container shape (image on top).
     job = parse_job(json.loads((JOBS / "score-batch.json").read_text()))
     scheduled = datetime(2026, 1, 1, 2, tzinfo=UTC)
     run = JobRun(id=scheduled_run_id(job.name, scheduled), job=job.name,
