@@ -217,7 +217,10 @@ class Applier(OrchestratorCore):
         for run in runs:
             if run.status is not RunStatus.RUNNING:
                 continue  # a queued run never starts (see launch_intents)
-            task = self.store.get_task(run.task_id or "") or task_of_run(run)
+            # A run stored without its task (by an older Dromos) gets one here; the run's own
+            # mark is the request being applied, not a sign that the task's kill was sent.
+            task = self.store.get_task(run.task_id or "") or \
+                task_of_run(run).with_(kill_requested_at=None)
             if task.kill_requested_at is None and not task.state.terminal:
                 self._kill(task, "killed by request", now)
 
