@@ -12,7 +12,8 @@ from fastapi import APIRouter, Body, Request
 from fastapi.responses import PlainTextResponse, Response
 
 from scheduler.batch import dag, stats
-from scheduler.batch.schedule import describe, next_fire
+from scheduler.batch.schedule import next_fire
+from scheduler.batch.schedule_text import describe
 from scheduler.model.job import JobRun, JobSpec, RunStatus, parse_job
 from scheduler.model.timefmt import iso
 from scheduler.model.validation import SpecError
