@@ -48,7 +48,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import threading
 from collections import OrderedDict
@@ -61,6 +60,7 @@ from fastapi import APIRouter, Query, Request
 from fastapi.responses import JSONResponse, Response
 from starlette.types import Message, Receive, Scope, Send
 
+from api.limits import strict_dumps
 from scheduler.events import DROMOS, MARATHON, Event, EventBus, Subscription
 from scheduler.model.timefmt import iso
 from scheduler.model.validation import SpecError
@@ -127,7 +127,7 @@ class EventHub:
         cached = self._frames.get(event.seq)
         if cached is not None:
             return cached
-        data = json.dumps(event.to_json(), separators=(",", ":"), default=_json_default)
+        data = strict_dumps(event.to_json(), default=_json_default)
         out = f"event: {event.event_type}\ndata: {data}\n\n".encode()
         self._frames[event.seq] = out
         if len(self._frames) > 4096:
@@ -366,7 +366,7 @@ class EventStreamResponse(Response):
 
 
 def _encode(event: Event) -> bytes:
-    data = json.dumps(event.to_json(), separators=(",", ":"), default=_json_default)
+    data = strict_dumps(event.to_json(), default=_json_default)
     return f"event: {event.event_type}\ndata: {data}\n\n".encode()
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import re
 import uuid
 from collections.abc import Iterable
@@ -13,12 +12,15 @@ from fastapi import APIRouter, Body, Query, Request
 from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, ConfigDict
 
+from api.limits import strict_dumps
 from scheduler import __version__
 from scheduler.model.app import AppSpec, normalize_app_id, parse_app
+from scheduler.model.group import app_group_overlap
 from scheduler.model.task import Task, TaskState
 from scheduler.model.timefmt import iso
 from scheduler.model.validation import SpecError
 from scheduler.orchestrator import NotFound, Orchestrator, QueueInfo
+from scheduler.orchestrator.group_commands import INDEX_KEY as GROUP_INDEX_KEY
 from scheduler.services.service_ports import endpoints_text, service_ports
 
 router = APIRouter()
@@ -220,13 +222,15 @@ def _render_list(o: Orchestrator, cmd: str | None, id: str | None,
         if selector and not labels_match(spec.labels, selector):
             continue
         apps.append(app_json(o, spec, wanted, by_app.get(spec.id, [])))
-    return json.dumps({"apps": apps}, separators=(",", ":")).encode()
+    return strict_dumps({"apps": apps}).encode()
 
 
 @router.post("/v2/apps", status_code=201)
 def create_app(request: Request, body: dict[str, Any] = AppBody) -> JSONResponse:
     o = orch(request)
-    spec = o.create_app(parse_app(body))
+    spec = parse_app(body)
+    _check_overlap(o, spec.id)
+    spec = o.create_app(spec)
     return JSONResponse(
         app_json(o, spec, {"counts", "deployments", "tasks"}),
         status_code=201,
@@ -299,6 +303,14 @@ def get_app(request: Request, app_id: str,
     return {"app": app_json(o, spec, wanted)}
 
 
+def _check_overlap(o: Orchestrator, app_id: str) -> None:
+    """422 at ``/id`` when ``app_id`` is, or lies inside, a path of the other kind."""
+    why = app_group_overlap(app_id, (a.id for a in o.apps()),
+                            o.store.get_meta(GROUP_INDEX_KEY) or [])
+    if why is not None:
+        raise SpecError("Object is not valid", [("/id", [why])])
+
+
 def _updated_spec(o: Orchestrator, aid: str, body: dict[str, Any], partial: bool) -> AppSpec:
     """Apply a PUT/PATCH body: rollback ({"version"}), merge (default) or replace."""
     current = o.store.get_app(aid)
@@ -319,6 +331,7 @@ def put_app(request: Request, app_id: str, body: dict[str, Any] = AppBody,
     o = orch(request)
     aid = app_id_from_path(app_id)
     spec = _updated_spec(o, aid, body, qbool(partialUpdate, default=True))
+    _check_overlap(o, spec.id)
     stored, deployment_id, created = o.update_app(spec, force=qbool(force))
     if created:
         return JSONResponse(app_json(o, stored, {"counts", "deployments", "tasks"}),

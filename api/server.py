@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import socket
 from typing import Any
@@ -19,6 +20,7 @@ from scheduler.orchestrator.group_commands import GroupManager
 from scheduler.runtimes.base import Runtime
 from scheduler.services.balancer import Balancer
 from scheduler.services.health import HealthMonitor
+from scheduler.services.open_files import AcceptErrorLog, raise_nofile_limit
 from scheduler.store.sqlite import SqliteStore
 
 log = logging.getLogger("dromos.server")
@@ -92,6 +94,10 @@ class _DromosServer(uvicorn.Server):
         super().__init__(config)
         self.dromos_app = app
 
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        AcceptErrorLog().install(asyncio.get_running_loop())
+        await super().startup(sockets)
+
     async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
         close_streams(self.dromos_app.state)
         await super().shutdown(sockets)
@@ -99,8 +105,11 @@ class _DromosServer(uvicorn.Server):
 
 def serve(config: ServeConfig) -> int:
     """Serve until interrupted. Tasks keep running after exit; the next start adopts them."""
+    soft, _ = raise_nofile_limit()
+    log.info("open files limit: %d", soft)
     orchestrator = build_orchestrator(config)
-    app = create_app(orchestrator, config.credentials, leader=f"{config.host}:{config.port}")
+    app = create_app(orchestrator, config.credentials, leader=f"{config.host}:{config.port}",
+                     max_body_bytes=config.max_body_bytes)
     # Created now, not on the first /v2/groups request: creating it finishes any group change
     # a crash interrupted.
     app.state.group_manager = GroupManager(orchestrator)

@@ -46,6 +46,7 @@ from pydantic import BaseModel, ConfigDict
 
 from api.chronos import job_status, schedule_info
 from api.events import hub_of
+from api.limits import strict_dumps
 from api.marathon import runtime_summary
 from scheduler import __version__
 from scheduler.batch import dag, stats
@@ -414,7 +415,7 @@ class _StateCache:
     def get(self, o: Orchestrator, max_age: float = 0.3) -> str:
         with self._lock:
             if time.monotonic() - self._at > max_age:
-                self._text = json.dumps(build_state(o), separators=(",", ":"))
+                self._text = strict_dumps(build_state(o))
                 self._at = time.monotonic()
             return self._text
 

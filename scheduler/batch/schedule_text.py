@@ -6,6 +6,7 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 from zoneinfo import ZoneInfo
 
+from scheduler.batch.cron_words import describe_cron
 from scheduler.batch.schedule import CronSchedule, IsoSchedule, Period, Schedule
 
 __all__ = ["describe", "to_iso"]
@@ -38,10 +39,11 @@ def describe(s: Schedule) -> str:
     """A sentence for the status page.
 
     ``every day at 02:00 (Europe/Berlin)``, ``every 15 minutes, 5 times from 2026-01-01 00:00
-    UTC``, ``cron 0 2 * * * (UTC)``, ``once at 2026-06-01 12:00 UTC``, ``never (R0)``.
+    UTC``, ``every Monday to Friday at 09:00 (UTC)`` (cron, see :mod:`.cron_words`), ``once
+    at 2026-06-01 12:00 UTC``, ``never (R0)``.
     """
     if isinstance(s, CronSchedule):
-        return f"cron {s.expression} ({s.tz})"
+        return f"{describe_cron(s.expression)} ({s.tz})"
     n = s.repetitions
     start = s.start.astimezone(ZoneInfo(s.tz))
     if n == 0:

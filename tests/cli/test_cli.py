@@ -71,7 +71,7 @@ def test_tables(cli: Cli) -> None:
     code, out, _ = cli("jobs")
     assert code == EXIT_OK
     assert "every hour from 2030-01-01 00:00 UTC" in out
-    assert "cron 30 4 * * * (UTC)" in out
+    assert "every day at 04:30 (UTC)" in out
     hello = next(line for line in out.splitlines() if line.startswith("hello"))
     assert "in " in hello  # the next run, relative
 

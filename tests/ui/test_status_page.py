@@ -90,7 +90,7 @@ def test_overview_shows_cluster_services_jobs_and_dag(dromos: Server, browser: A
     etl = job_row(browser, "etl")
     assert "every day at 02:00 (UTC)" in text(etl)
     assert text(one(etl, ".countdown")).startswith("in ")
-    assert "cron 0 3 * * * (UTC)" in text(job_row(browser, "features"))
+    assert "every day at 03:00 (UTC)" in text(job_row(browser, "features"))
     assert "after etl, features" in text(job_row(browser, "train"))
     assert by_css(etl, ".timeline .run.success")
     assert by_css(job_row(browser, "report"), ".timeline .run.failed")
