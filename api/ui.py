@@ -46,10 +46,9 @@ from api.limits import strict_dumps
 from api.presentation import WEB_DIR, orch, reads
 from api.snapshot import run_json, state_cache, with_time
 from api.sse import KEEPALIVE, Connection, EventHub, EventStream, hub_of
-from scheduler.batch.runner import run_task
 from scheduler.events import DROMOS, MARATHON, Event, EventBus
 from scheduler.model.job import JobRun, RunStatus, attempt_task_id
-from scheduler.model.task import Task, TaskState
+from scheduler.model.task import Task, TaskState, task_of_run
 from scheduler.orchestrator import NotFound, Orchestrator
 from scheduler.runtimes.base import RuntimeUnavailable
 from scheduler.runtimes.executor import STDERR_FILE, STDOUT_FILE
@@ -365,7 +364,7 @@ def _resolve(o: Orchestrator, ident: str, attempt: int | None) -> tuple[Task, Jo
     if run is not None:
         task_id = (attempt_task_id(run.id, attempt) if attempt is not None else
                    ident if ident != run.id else run.task_id or attempt_task_id(run.id, 0))
-        task = run_task(run).with_(id=task_id)
+        task = task_of_run(run).with_(id=task_id)
         return task, run, run.status in (RunStatus.QUEUED, RunStatus.RUNNING)
     stored = q.task(ident)
     if stored is not None:

@@ -52,7 +52,7 @@ from scheduler.model.constraints import Constraint, Operator
 from scheduler.model.node import Node
 from scheduler.model.resources import EPSILON, Resources
 from scheduler.placement.pipeline import Placer
-from scheduler.placement.plan import (
+from scheduler.placement.results import (
     ClusterSnapshot,
     Placement,
     PlacementRequest,

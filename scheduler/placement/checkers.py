@@ -26,7 +26,7 @@ from scheduler.model.constraints import Constraint, Operator
 from scheduler.model.node import HOSTNAME_FIELD, Node
 from scheduler.model.resources import EPSILON, PortRange, Resources
 
-from .plan import ClusterSnapshot, PlacementRequest
+from .results import ClusterSnapshot, PlacementRequest
 
 BoolArray = npt.NDArray[np.bool_]
 FloatArray = npt.NDArray[np.float64]

@@ -39,7 +39,8 @@ import numpy as np
 from scheduler.model.resources import Resources
 
 from .checkers import BoolArray, Checker, ClusterState, FloatArray, checkers_for, resource_vector
-from .plan import (
+from .rankers import ranker_for
+from .results import (
     ClusterSnapshot,
     PlacedTask,
     Placement,
@@ -49,7 +50,6 @@ from .plan import (
     StageCount,
     Strategy,
 )
-from .rankers import ranker_for
 
 # Compiled requests kept per Placer. A Placer lives for one reconcile pass and sees a few
 # distinct requests per app; the bound only protects against a caller that never repeats.

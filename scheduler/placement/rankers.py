@@ -23,7 +23,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from .checkers import BoolArray, ClusterState, FloatArray, IntArray
-from .plan import Strategy
+from .results import Strategy
 
 # How much BinPack weighs keeping cpus and mem level against filling the node up. Vector bin
 # packing loses most capacity to nodes that fill one dimension while the other idles (a node

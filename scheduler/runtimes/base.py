@@ -5,12 +5,14 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, Protocol
+from typing import Any, Protocol, TypedDict
 
 from scheduler.model.app import AppSpec
+from scheduler.model.job import JobRun, JobSpec
 from scheduler.model.node import Node
 from scheduler.model.resources import Resources
-from scheduler.model.task import Task, TaskState
+from scheduler.model.task import Task, TaskState, job_app_id
+from scheduler.model.timefmt import iso
 
 # Labels on everything a runtime creates, so `docker ps --filter label=...` and
 # `kubectl get pods -l ...` show a user what Dromos runs.
@@ -25,9 +27,26 @@ class RuntimeUnavailable(Exception):
     """The backend cannot be reached right now (Docker Engine down, API server gone)."""
 
 
+class LaunchExtra(TypedDict, total=False):
+    """Definition details as Marathon/Chronos JSON, for the backends that need them.
+
+    ``container``: the app's (or job's) ``container`` object (Docker reads portMappings,
+    parameters, volumes; Kubernetes the image and ports). ``portDefinitions``: the app's
+    effective port definitions (Kubernetes Services). ``healthChecks`` and
+    ``readinessChecks``: the app's checks (Kubernetes probes). Job runs carry only
+    ``container``.
+    """
+
+    container: Mapping[str, Any]
+    portDefinitions: list[Mapping[str, Any]]
+    healthChecks: list[Mapping[str, Any]]
+    readinessChecks: list[Mapping[str, Any]]
+
+
 @dataclass(frozen=True)
 class LaunchSpec:
-    """Everything a runtime needs to start one task; built by :func:`launch_spec`.
+    """Everything a runtime needs to start one task (an app's or a job run's attempt); built
+    by :func:`launch_spec`.
 
     Exactly one of ``cmd`` (run by ``/bin/sh -c`` as given) and ``args`` (exec'd, no shell)
     is set, unless ``image`` is set and the container's own entrypoint runs.
@@ -48,9 +67,8 @@ class LaunchSpec:
     # Set for job runs (Chronos side): the job's name and the run id (== task_id).
     job_name: str | None = None
     run_id: str | None = None
-    # Backend-specific launch details, e.g. the app's ``container`` object as JSON
-    # (``{"container": {...}}``) so the Docker runtime can read portMappings and parameters.
-    extra: Mapping[str, Any] = field(default_factory=dict)
+    # The parts of the definition, as Marathon/Chronos JSON, that only some backends read.
+    extra: LaunchExtra = field(default_factory=lambda: LaunchExtra())
 
 
 def task_env(spec: AppSpec, task_id: str, host: str, ports: Sequence[int]) -> dict[str, str]:
@@ -75,8 +93,14 @@ def task_env(spec: AppSpec, task_id: str, host: str, ports: Sequence[int]) -> di
     return env
 
 
-def launch_spec(spec: AppSpec, task: Task) -> LaunchSpec:
-    """The LaunchSpec for ``task`` of app ``spec``."""
+def launch_spec(definition: AppSpec | JobSpec, task: Task,
+                run: JobRun | None = None) -> LaunchSpec:
+    """The LaunchSpec for ``task``: one builder for app tasks (``definition`` its app) and job
+    run attempts (``definition`` its job, ``run`` the run, for its scheduled time). The task
+    gives the id, host and ports; the definition what to run and with what."""
+    if isinstance(definition, JobSpec):
+        return _job_launch_spec(definition, task, run)
+    spec = definition
     image = spec.container.docker.image if spec.container and spec.container.docker else None
     return LaunchSpec(
         task_id=task.id,
@@ -91,18 +115,47 @@ def launch_spec(spec: AppSpec, task: Task) -> LaunchSpec:
         args=tuple(spec.args) if spec.args is not None else None,
         image=image,
         kill_grace_seconds=spec.kill_grace_seconds,
-        extra=_extra(spec),
+        extra=_app_extra(spec),
     )
 
 
-def _extra(spec: AppSpec) -> dict[str, Any]:
+def _job_launch_spec(job: JobSpec, task: Task, run: JobRun | None) -> LaunchSpec:
+    """Chronos's shell/arguments rules, its CHRONOS_* environment, the job's image."""
+    run_id = task.run_id or (run.id if run else task.id)
+    scheduled = run.scheduled_for if run else None
+    env = dict(job.env)
+    env.update({
+        "CHRONOS_JOB_NAME": job.name, "CHRONOS_JOB_OWNER": job.owner,
+        "CHRONOS_RESOURCE_CPU": f"{job.cpus:g}", "CHRONOS_RESOURCE_MEM": f"{job.mem:g}",
+        "CHRONOS_RESOURCE_DISK": f"{job.disk:g}", "MESOS_TASK_ID": task.id,
+        "DROMOS_RUN_ID": run_id, "DROMOS_ATTEMPT": str(task.attempt), "HOST": task.host,
+        "DROMOS_SCHEDULED_TIME": iso(scheduled) if scheduled else "",
+    })
+    cmd: str | None = None
+    args: tuple[str, ...] | None = None
+    if job.shell:
+        cmd = job.command or None
+    else:
+        args = tuple(([job.command] if job.command else []) + list(job.arguments)) or None
+    extra = LaunchExtra()
+    if job.container:
+        extra["container"] = job.container.model_dump(mode="json")
+    return LaunchSpec(
+        task_id=task.id, app_id=job_app_id(job.name), version="", host=task.host, ports=(),
+        resources=job.resources, env=env, labels={}, cmd=cmd, args=args,
+        image=job.container.image if job.container else None,
+        job_name=job.name, run_id=run_id, extra=extra,
+    )
+
+
+def _app_extra(spec: AppSpec) -> LaunchExtra:
     """What backends that run checks themselves (Kubernetes probes, Services) need."""
-    extra: dict[str, Any] = {
-        "portDefinitions": [p.model_dump(mode="json", exclude_none=True)
-                            for p in spec.port_definitions],
-        "healthChecks": [hc.to_json() for hc in spec.healthChecks],
-        "readinessChecks": [rc.model_dump(mode="json") for rc in spec.readinessChecks],
-    }
+    extra = LaunchExtra(
+        portDefinitions=[p.model_dump(mode="json", exclude_none=True)
+                         for p in spec.port_definitions],
+        healthChecks=[hc.to_json() for hc in spec.healthChecks],
+        readinessChecks=[rc.model_dump(mode="json") for rc in spec.readinessChecks],
+    )
     if spec.container:
         extra["container"] = spec.container.model_dump(mode="json")
     return extra

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from scheduler.model.constraints import Constraint, Operator
 from scheduler.model.node import Node
 from scheduler.model.resources import EPSILON, Resources
-from scheduler.placement.plan import PlacedTask, PlacementRequest
+from scheduler.placement.results import PlacedTask, PlacementRequest
 
 STRANDING_WEIGHT = 8.0
 

@@ -9,7 +9,7 @@ import pytest
 from scheduler.model.app import AppSpec
 from scheduler.model.resources import Resources
 from scheduler.placement.pipeline import Placer, placed_task
-from scheduler.placement.plan import (
+from scheduler.placement.results import (
     MARATHON_REASONS,
     Placement,
     PlacementRequest,

@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 from scheduler.model.constraints import Constraint, Operator
 from scheduler.model.node import Node
 from scheduler.placement.pipeline import Placer, placed_task
-from scheduler.placement.plan import (
+from scheduler.placement.results import (
     PlacedTask,
     Placement,
     PlacementRequest,

@@ -9,8 +9,8 @@ from hypothesis import strategies as st
 
 from scheduler.model.node import Node
 from scheduler.placement.checkers import ClusterState, resource_vector
-from scheduler.placement.plan import PlacedTask, Strategy
 from scheduler.placement.rankers import BinPack, Ranker, Spread, ranker_for
+from scheduler.placement.results import PlacedTask, Strategy
 from tests.placement.factories import make_node, make_request, make_task, snapshot
 
 

@@ -28,7 +28,6 @@ import pytest
 from fastapi.testclient import TestClient
 
 from api.app import create_app
-from scheduler.batch.runner import launch_spec_for
 from scheduler.cli import build_parser
 from scheduler.clock import FakeClock
 from scheduler.composition import build_runtime
@@ -45,7 +44,7 @@ from scheduler.model.job import (
 )
 from scheduler.model.node import Node
 from scheduler.model.resources import Resources
-from scheduler.model.task import Task, TaskState
+from scheduler.model.task import Task, TaskState, task_of_run
 from scheduler.orchestrator import Orchestrator
 from scheduler.runtimes.base import RuntimeUnavailable, launch_spec
 from scheduler.runtimes.docker import (
@@ -196,14 +195,14 @@ def test_every_container_is_labelled_and_named_after_its_task(
 def test_a_job_run_is_labelled_with_its_job_and_run_and_its_example_scores_a_batch(
     factory: RuntimeFactory, rt: DockerRuntime
 ) -> None:
-    # The LaunchSpec the job runner builds, with the Chronos container shape (image at the top).
+    # The LaunchSpec of a job run's attempt, with the Chronos container shape (image on top).
     job = parse_job(json.loads((JOBS / "score-batch.json").read_text()))
     scheduled = datetime(2026, 1, 1, 2, tzinfo=UTC)
     run = JobRun(id=scheduled_run_id(job.name, scheduled), job=job.name,
                  trigger=Trigger.SCHEDULE, status=RunStatus.QUEUED, created_at=scheduled,
                  scheduled_for=scheduled, attempt=1)
     task_id = attempt_task_id(run.id, run.attempt)  # a retry: score-batch:2026...Z.retry1
-    spec = launch_spec_for(job, run, task_id, "docker-host")
+    spec = launch_spec(job, task_of_run(run, host="docker-host"), run)
     task = Task(id=task_id, app_id=spec.app_id, host="docker-host", version="",
                 state=TaskState.STAGING, staged_at=scheduled)
     task = task.with_(handle=dict(rt.launch(spec)))
