@@ -98,6 +98,7 @@ import requests
 from scheduler.model.node import Node
 from scheduler.model.resources import PortRange, Resources, format_port_ranges
 from scheduler.model.task import Task, TaskState
+from scheduler.runtimes.backoff import Backoff
 from scheduler.runtimes.base import (
     LABEL_APP,
     LABEL_JOB,
@@ -106,10 +107,15 @@ from scheduler.runtimes.base import (
     LABEL_VERSION,
     LaunchSpec,
     Observation,
+    Output,
     RuntimeUnavailable,
+    SandboxFile,
     unobservable,
 )
 from scheduler.runtimes.executor import read_json, write_json_atomic
+from scheduler.runtimes.extra import container_section, docker_section
+from scheduler.runtimes.kills import read_kill, record_kill
+from scheduler.runtimes.output import list_files, read_combined, read_file_in, tail_lines
 
 log = logging.getLogger(__name__)
 
@@ -128,9 +134,6 @@ MIN_CPUS = 0.01
 
 API_TIMEOUT_SECONDS = 60.0
 """How long one Docker API call may take before the engine counts as unavailable."""
-RETRY_MIN_SECONDS = 1.0
-RETRY_MAX_SECONDS = 30.0
-"""After the engine could not be reached, it is tried again after 1 s, then 2, 4... 30 s."""
 NODE_REFRESH_SECONDS = 60.0
 """How often the Docker host's capacity (``docker info``) is read again."""
 DEFAULT_KEEP_EXITED_SECONDS = 3600.0
@@ -140,7 +143,6 @@ MAX_REMOVALS_PER_OBSERVE = 20
 """Bounds the time one observe spends removing exited containers; the rest wait a pass."""
 
 LAUNCH_FILE = "launch.json"
-KILL_FILE = "kill.json"
 EXIT_FILE = "exit.json"
 OUTPUT_FILE = "output.log"
 
@@ -226,9 +228,7 @@ class DockerRuntime:
         self.keep_exited_seconds = keep_exited_seconds
         self._client_obj: Any = None
         self._client_lock = threading.RLock()  # _api() notes failures while holding it
-        self._retry_delay = 0.0
-        self._retry_at = 0.0  # time.monotonic() before which the engine is not tried again
-        self._last_failure = ""
+        self._backoff = Backoff()
         self._info: dict[str, Any] | None = None
         self._info_read_at = 0.0
         self._timers: dict[str, threading.Timer] = {}
@@ -295,7 +295,7 @@ class DockerRuntime:
                     else f"app {spec.app_id!r} has no container.docker.image")
             raise ValueError(f"the docker runtime runs containers: {what} (give it a "
                              "container, or run it on the local runtime)")
-        force_pull = bool(_docker_section(spec).get("forcePullImage", False))
+        force_pull = bool(docker_section(spec).get("forcePullImage", False))
         api = self._api()
         with self._engine(f"launching task {spec.task_id!r}"):
             existing = self._inspect(api, name)
@@ -349,24 +349,15 @@ class DockerRuntime:
             if status not in _RUNNING_STATES and status != "created":
                 return
             now = time.time()
-            deadline = now + max(0.0, float(grace_seconds))
-            earlier = read_json(record_dir / KILL_FILE)
-            if earlier is not None and float(earlier.get("deadline", deadline)) <= deadline:
-                deadline = float(earlier["deadline"])
-            else:
-                record_dir.mkdir(parents=True, exist_ok=True)
-                write_json_atomic(
-                    record_dir / KILL_FILE,
-                    {"requested_at": now, "grace_seconds": grace_seconds, "deadline": deadline},
-                )
+            request = record_kill(record_dir, grace_seconds, now)
             if status == "created":
                 return  # never started: observe reports it KILLED, and launch won't start it
-            if deadline <= now:
+            if request.overdue(now):
                 self._signal(api, name, "SIGKILL")
                 return
             stop_signal = str((attrs.get("Config") or {}).get("StopSignal") or "SIGTERM")
             self._signal(api, name, stop_signal)
-        self._schedule_escalation(name, deadline - now)
+        self._schedule_escalation(name, request.remaining(now))
 
     def observe(self, tasks: Sequence[Task]) -> list[Observation]:
         """One observation per task, in order; never raises for one task.
@@ -433,6 +424,29 @@ class DockerRuntime:
             except Exception:  # closing a connection pool must not fail a shutdown
                 log.debug("closing the docker client failed", exc_info=True)
 
+    def read_output(self, task: Task, tail: int | None, cursor: str | None) -> Output:
+        """The container's output (stdout and stderr interleaved, one ``output`` chunk) with
+        a line cursor (:func:`~scheduler.runtimes.output.read_combined`), from :meth:`logs`."""
+        try:
+            text = self.logs(task, None)
+        except ValueError as e:  # an id that names no container
+            raise LookupError(str(e)) from None
+        return read_combined(text, tail, cursor, self.name)
+
+    def sandbox_files(self, task: Task) -> list[SandboxFile]:
+        """The task's records (``launch.json``, ``kill.json``, ``exit.json``) and the output
+        tail saved when its container was removed; the container's own files stay in it."""
+        name = _safe_name(task.id)
+        return list_files(self._dir(name)) if name is not None else []
+
+    def read_sandbox_file(self, task: Task, path: str, offset: int = 0,
+                          limit: int = 1 << 20) -> bytes:
+        """One of :meth:`sandbox_files`."""
+        name = _safe_name(task.id)
+        if name is None:
+            raise LookupError(f"task id {task.id!r} names no container")
+        return read_file_in(self._dir(name), path, offset, limit)
+
     # --- beyond the protocol -----------------------------------------------------------------
 
     def logs(self, task: Task, tail: int | None = 200) -> str:
@@ -454,10 +468,7 @@ class DockerRuntime:
             text = (self._dir(name) / OUTPUT_FILE).read_text(encoding="utf-8", errors="replace")
         except FileNotFoundError:
             return ""
-        if tail is None:
-            return text
-        lines = text.splitlines(keepends=True)
-        return "".join(lines[-tail:]) if tail > 0 else ""
+        return tail_lines(text, tail)
 
     def container_name(self, task_id: str) -> str:
         """The name of ``task_id``'s container (see :func:`container_name`)."""
@@ -469,14 +480,12 @@ class DockerRuntime:
         """The low-level API client, connecting on first use.
 
         Raises :class:`RuntimeUnavailable` when the engine cannot be reached, and without
-        trying while the retry delay after the last failure runs: it doubles from
-        :data:`RETRY_MIN_SECONDS` to :data:`RETRY_MAX_SECONDS` while the engine stays away,
-        so a dead or hung engine costs the control loop nothing between attempts.
+        trying while the retry delay after the last failure runs
+        (:class:`~scheduler.runtimes.backoff.Backoff`), so a dead or hung engine costs the
+        control loop nothing between attempts.
         """
         with self._client_lock:
-            wait = self._retry_at - time.monotonic()
-            if wait > 0:
-                raise RuntimeUnavailable(f"{self._last_failure} (next attempt in {wait:.1f}s)")
+            self._backoff.check()
             if self._client_obj is None:
                 try:
                     self._client_obj = self._client_factory()
@@ -488,12 +497,8 @@ class DockerRuntime:
         """Note that the engine could not be reached: back off, and drop the client so the
         next attempt connects afresh (the engine may come back as another version)."""
         with self._client_lock:
-            self._retry_delay = min(max(self._retry_delay * 2, RETRY_MIN_SECONDS),
-                                    RETRY_MAX_SECONDS)
-            self._retry_at = time.monotonic() + self._retry_delay
-            self._last_failure = why
             self._client_obj = None
-        return RuntimeUnavailable(why)
+            return self._backoff.failed(why)
 
     @contextmanager
     def _engine(self, doing: str) -> Iterator[None]:
@@ -510,7 +515,7 @@ class DockerRuntime:
             ) from e
         except _UNREACHABLE as e:
             raise self._failed(f"the Docker Engine did not answer while {doing}: {e}") from e
-        self._retry_delay = 0.0
+        self._backoff.succeeded()
 
     @staticmethod
     def _inspect(api: Any, name: str) -> dict[str, Any] | None:
@@ -550,8 +555,8 @@ class DockerRuntime:
 
     def _create_args(self, api: Any, spec: LaunchSpec, name: str, image: str) -> dict[str, Any]:
         """The keyword arguments of ``create_container``; ``ValueError`` for what cannot run."""
-        container = spec.extra.get("container") or {}
-        docker_spec = _docker_section(spec)
+        container = container_section(spec)
+        docker_spec = docker_section(spec)
         if container.get("volumes"):
             raise ValueError(f"task {spec.task_id!r}: container volumes are not supported by "
                              "the docker runtime yet")
@@ -710,7 +715,7 @@ class DockerRuntime:
             started = _parse_time((attrs.get("State") or {}).get("StartedAt"))
             self._write_launch(name, task_id, container_id,
                                str((attrs.get("Config") or {}).get("Image", "")), started)
-        if (status == "created" and not (record_dir / KILL_FILE).exists()
+        if (status == "created" and not read_kill(record_dir) is not None
                 and not (record_dir / EXIT_FILE).exists()):
             return self._start(api, task_id, name, container_id)
         return _handle(container_id, name)
@@ -724,7 +729,7 @@ class DockerRuntime:
         record_dir = self._dir(name)
         launched = read_json(record_dir / LAUNCH_FILE)
         ended = read_json(record_dir / EXIT_FILE)
-        kill = read_json(record_dir / KILL_FILE)
+        kill = read_kill(record_dir)
         if summary is not None:
             handle = _handle(str(summary["Id"]), name)
         elif launched is not None:
@@ -755,7 +760,7 @@ class DockerRuntime:
                                        str(attrs["Config"].get("Image", "")), started_at)
             if kill is None:
                 return obs(TaskState.RUNNING)
-            if time.time() >= float(kill.get("deadline", 0)):
+            if kill.overdue(time.time()):
                 self._signal(api, name, "SIGKILL")  # overdue, e.g. the timer died with Dromos
             return obs(TaskState.RUNNING, message="kill requested; waiting for the container "
                                                   "to exit")
@@ -805,7 +810,7 @@ class DockerRuntime:
                 if ended is None:
                     attrs = self._inspect(api, name)
                     if attrs is not None:
-                        killed = (record_dir / KILL_FILE).exists()
+                        killed = read_kill(record_dir) is not None
                         self._write_exit(name, _outcome(attrs, killed=killed))
                     continue
                 if now - float(ended.get("recorded_at", now)) < self.keep_exited_seconds:
@@ -884,18 +889,6 @@ class DockerRuntime:
 
 def _handle(container_id: str, name: str) -> dict[str, Any]:
     return {"container_id": container_id, "container_name": name}
-
-
-def _docker_section(spec: LaunchSpec) -> Mapping[str, Any]:
-    """The image options: Marathon's ``container.docker``, or the container object itself in
-    Chronos's shape (``{"type": "DOCKER", "image", "forcePullImage", "network", ...}``)."""
-    container = spec.extra.get("container") or {}
-    if not isinstance(container, Mapping):
-        return {}
-    section = container.get("docker")
-    if isinstance(section, Mapping):
-        return section
-    return container if "image" in container else {}
 
 
 def _name_of(summary: Mapping[str, Any]) -> str:

@@ -51,7 +51,9 @@ from scheduler.model.task import Task, TaskState
 from scheduler.runtimes.base import (
     LaunchSpec,
     Observation,
+    Output,
     RuntimeUnavailable,
+    SandboxFile,
     unobservable,
 )
 from scheduler.runtimes.executor import (
@@ -62,11 +64,15 @@ from scheduler.runtimes.executor import (
     LAUNCH_FILE,
     LOCK_FILE,
     LOG_FILE,
+    STDERR_FILE,
+    STDOUT_FILE,
     process_alive,
     read_json,
     read_proc_stat,
     write_json_atomic,
 )
+from scheduler.runtimes.kills import read_kill, record_kill
+from scheduler.runtimes.output import list_files, read_file_in, read_stream_files
 
 log = logging.getLogger(__name__)
 
@@ -337,22 +343,15 @@ class LocalRuntime:
         if sandbox is not None and (sandbox / EXIT_FILE).exists():
             return
         now = time.time()
-        grace = max(0.0, float(grace_seconds))
-        deadline = now + grace
         if sandbox is not None and sandbox.is_dir():
-            earlier = read_json(sandbox / KILL_FILE)
-            if earlier is not None and float(earlier.get("deadline", deadline)) <= deadline:
-                deadline = float(earlier["deadline"])
-            else:
-                write_json_atomic(
-                    sandbox / KILL_FILE,
-                    {"requested_at": now, "grace_seconds": grace, "deadline": deadline},
-                )
-        if deadline <= now:
+            remaining = record_kill(sandbox, grace_seconds, now).remaining(now)
+        else:  # no sandbox to record in (removed): the kill still goes out
+            remaining = max(0.0, float(grace_seconds))
+        if remaining <= 0:
             _signal(ident, signal.SIGKILL)
             return
         _signal(ident, signal.SIGTERM)
-        self._schedule_escalation(task, deadline - now)
+        self._schedule_escalation(task, remaining)
 
     def observe(self, tasks: Sequence[Task]) -> list[Observation]:
         """One observation per task, in order; never raises for one task.
@@ -385,6 +384,32 @@ class LocalRuntime:
         if env is None:
             env = _inherited_env()
         return [_BIN_SH, "-c", command], env
+
+    def read_output(self, task: Task, tail: int | None, cursor: str | None) -> Output:
+        """The sandbox's ``stdout`` and ``stderr`` files, two chunks with a byte-offset cursor
+        (:func:`~scheduler.runtimes.output.read_stream_files`). ``LookupError`` for an id
+        that is not a safe path component."""
+        try:
+            sandbox = self.sandbox(task.id)
+        except ValueError as e:
+            raise LookupError(str(e)) from None
+        return read_stream_files(sandbox, (STDOUT_FILE, STDERR_FILE), tail, cursor,
+                                 "sandbox files")
+
+    def sandbox_files(self, task: Task) -> list[SandboxFile]:
+        """Every file of the task's sandbox: its output, the executor's records, and what
+        the task wrote into its working directory."""
+        sandbox = self._sandbox_or_none(task.id)
+        return list_files(sandbox) if sandbox is not None else []
+
+    def read_sandbox_file(self, task: Task, path: str, offset: int = 0,
+                          limit: int = 1 << 20) -> bytes:
+        """One of :meth:`sandbox_files`."""
+        try:
+            sandbox = self.sandbox(task.id)
+        except ValueError as e:
+            raise LookupError(str(e)) from None
+        return read_file_in(sandbox, path, offset, limit)
 
     def close(self) -> None:
         """Stop pending SIGKILL timers. Tasks keep running; their kill deadlines stay on
@@ -469,7 +494,7 @@ class LocalRuntime:
         sandbox = self._sandbox_or_none(task.id)
         ident = self._identity(task, sandbox)
         exit_rec = read_json(sandbox / EXIT_FILE) if sandbox is not None else None
-        kill_rec = read_json(sandbox / KILL_FILE) if sandbox is not None else None
+        kill_rec = read_kill(sandbox) if sandbox is not None else None
         handle = (
             self._handle(ident, sandbox)
             if ident is not None and sandbox is not None
@@ -489,7 +514,7 @@ class LocalRuntime:
         if exit_rec is None and ident is not None and ident.alive:
             if kill_rec is None:
                 return obs(TaskState.RUNNING)
-            if time.time() >= float(kill_rec.get("deadline", 0)):
+            if kill_rec.overdue(time.time()):
                 _signal(ident, signal.SIGKILL)  # overdue, e.g. the timer died with Dromos
             return obs(TaskState.RUNNING, message="kill requested; waiting for the task to exit")
 
