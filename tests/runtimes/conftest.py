@@ -85,10 +85,18 @@ class Does:
     exit_code: int | None = None
     run_for: float = 0.0
     on_term: str = "die"
+    prints_sample: bool = False
+    """Print :data:`SAMPLE_OUTPUT` once started (what KWOK answers for every pod's log)."""
 
 
-def runs_forever(on_term: str = "die") -> Does:
-    return Does(on_term=on_term)
+SAMPLE_OUTPUT = (("stdout", "no container runs on a KWOK node: this is simulated output"),
+                 ("stdout", "line 2"), ("stderr", "line 3 (stderr)"), ("stdout", "line 4"),
+                 ("stdout", "line 5"))
+"""kind-cluster/offline/sim-output.log: the output KWOK shows for every pod."""
+
+
+def runs_forever(on_term: str = "die", prints_sample: bool = False) -> Does:
+    return Does(on_term=on_term, prints_sample=prints_sample)
 
 
 def exits(code: int, after: float = 0.0) -> Does:
@@ -112,6 +120,11 @@ def shell_script(does: Does) -> str:
     elif does.on_term.startswith("exit:"):
         parts.append(f"trap 'echo got-term; exit {does.on_term[5:]}' TERM")
     parts.append("echo ready")
+    if does.prints_sample:
+        for stream, line in SAMPLE_OUTPUT:
+            # A pause after stderr: Docker merges the two streams in the order it reads them.
+            parts.append(f"echo '{line}' >&2; sleep 0.2" if stream == "stderr"
+                         else f"echo '{line}'")
     if does.exit_code is None:
         parts.append(LOOP)
     else:

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from scheduler.model.task import Task, TaskState
-from scheduler.runtimes.base import Observation, Runtime, RuntimeUnavailable
+from scheduler.runtimes.base import Observation, Output, Runtime, RuntimeUnavailable
 from tests.runtimes.conftest import (
     RuntimeFactory,
     exits,
@@ -320,6 +320,53 @@ def test_check_command_runs_in_the_tasks_environment(runtime_factory: RuntimeFac
         done = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=10)
         assert done.returncode == 2, "the command's status is the check's result"
         assert done.stdout.strip() == f"{task.id} 31042"
+
+
+def _stdout_of(output: Output) -> str:
+    """What the task wrote to stdout, or to its combined output where streams are merged."""
+    return "".join(c.text for c in output.chunks if c.stream in ("stdout", "output"))
+
+
+def test_output_is_tailed_then_followed_with_a_cursor(runtime_factory: RuntimeFactory) -> None:
+    rt = runtime_factory()
+    app = runtime_factory.task_that(runs_forever(prints_sample=True))
+    task = launch(rt, app, make_task(app))
+    runtime_factory.started(rt, task)
+    wait_until(lambda: "line 5" in _stdout_of(rt.read_output(task, None, None)),
+               what="the task's output")
+
+    last = rt.read_output(task, 2, None)
+    assert _stdout_of(last) == "line 4\nline 5\n"
+    assert rt.read_output(task, 0, None).chunks
+    assert _stdout_of(rt.read_output(task, 0, None)) == ""
+    everything = "".join(c.text for c in rt.read_output(task, None, None).chunks)
+    assert "simulated output" in everything and "line 3 (stderr)" in everything
+    follow = rt.read_output(task, None, last.cursor)
+    assert "".join(c.text for c in follow.chunks) == "", "nothing new since the cursor"
+    assert rt.read_output(task, 2, "not-a-cursor") == last, "a bad cursor reads like none"
+
+    unknown = rt.read_output(make_task(app), 5, None)
+    assert all(c.text == "" for c in unknown.chunks), "no output of a task never started"
+
+
+def test_sandbox_files_of_a_task_are_listed_and_read(runtime_factory: RuntimeFactory) -> None:
+    rt = runtime_factory()
+    app = runtime_factory.task_that(exits(0))
+    task = launch(rt, app, make_task(app))
+    wait_for_state(rt, task, TaskState.FINISHED)
+
+    files = rt.sandbox_files(task)
+    assert files, "the runtime keeps something of a task it ran"
+    assert [f.path for f in files] == sorted(f.path for f in files)
+    first = files[0]
+    data = rt.read_sandbox_file(task, first.path, 0, first.size + 10)
+    assert len(data) == first.size
+    assert rt.read_sandbox_file(task, first.path, 1, 2) == data[1:3]
+    assert rt.read_sandbox_file(task, first.path, first.size + 5, 10) == b""
+    for bad in ("../../etc/passwd", "/etc/passwd", "no-such-file"):
+        with pytest.raises(LookupError):
+            rt.read_sandbox_file(task, bad)
+    assert rt.sandbox_files(make_task(app)) == [], "nothing of a task never started"
 
 
 def test_nodes_have_capacity_and_tasks_a_probe_address(runtime: Runtime) -> None:
