@@ -175,6 +175,11 @@ class Runtime(Protocol):
       cannot run here (e.g. an image on the local runtime).
     - ``kill`` does not block: it asks the task to stop (SIGTERM or equivalent) and makes sure
       it is forcibly stopped ``grace_seconds`` later. Killing a task that is gone is a no-op.
+      Kill is idempotent: a second kill never extends the first one's deadline, and a kill
+      that raised :class:`RuntimeUnavailable` can simply be sent again once the backend is
+      back (:mod:`scheduler.runtimes.kills`).
+    - ``read_output`` and ``sandbox_files`` show what a task printed and the files the
+      runtime keeps for it, also after it ended.
     - ``observe`` reports every task it is given, in order, and never raises for one task.
     """
 

@@ -192,6 +192,9 @@ class Backend:
     directory."""
     runs_processes: bool = True
     """Whether a task is a real process (its output is its own, commands run in it)."""
+    kill_slack: float = 0.1
+    """How early a forced kill may come (Kubernetes keeps deletion deadlines in whole
+    seconds)."""
     unavailable: Callable[[], str | None] = lambda: None
     """Why the backend cannot be tested here (e.g. no Docker Engine); ``None`` when it can."""
 
@@ -297,6 +300,7 @@ BACKENDS: dict[str, Backend] = {
         cleanup=cleanup_kube_state,
         outage=kube_outage,
         runs_processes=False,
+        kill_slack=1.0,
         unavailable=kube_unavailable,
     ),
 }

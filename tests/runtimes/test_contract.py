@@ -33,9 +33,6 @@ from tests.runtimes.conftest import (
     when_available,
 )
 
-KILL_DEADLINE_SLACK = 1.0
-"""How early a forced kill may come: Kubernetes keeps deletion deadlines in whole seconds."""
-
 
 def test_a_launched_task_is_observed_running(runtime_factory: RuntimeFactory) -> None:
     rt = runtime_factory()
@@ -106,7 +103,7 @@ def test_kill_forces_a_task_that_ignores_term_once_the_grace_period_is_over(
     assert observe_one(rt, task).state is TaskState.RUNNING, "TERM is ignored during grace"
     obs = wait_for_state(rt, task, TaskState.KILLED, timeout=grace + 6)
 
-    assert time.monotonic() - start >= grace - KILL_DEADLINE_SLACK
+    assert time.monotonic() - start >= grace - runtime_factory.backend.kill_slack
     assert obs.exit_code == 137, "SIGKILL once the grace period was over"
 
 
@@ -180,8 +177,10 @@ def test_the_task_environment_has_marathons_variables(
     given = runtime_factory.launched(task).env
     seen = [given]
     if runtime_factory.backend.runs_processes:  # and the process itself sees them
-        seen.append(dict(line.split("=", 1)
-                         for line in runtime_factory.stdout(task).splitlines() if "=" in line))
+        printed = dict(line.split("=", 1)
+                       for line in runtime_factory.stdout(task).splitlines() if "=" in line)
+        assert "PATH" in printed
+        seen.append(printed)
     for env in seen:
         assert env["PORT0"] == "31005"
         assert env["PORT1"] == "31006"
