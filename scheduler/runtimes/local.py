@@ -46,7 +46,7 @@ from typing import Any
 
 import scheduler
 from scheduler.model.node import Node
-from scheduler.model.resources import PortRange, Resources, format_port_ranges
+from scheduler.model.resources import PortRange, Resources
 from scheduler.model.task import Task, TaskState
 from scheduler.runtimes.base import (
     LaunchSpec,
@@ -73,6 +73,7 @@ from scheduler.runtimes.executor import (
 )
 from scheduler.runtimes.kills import read_kill, record_kill
 from scheduler.runtimes.output import list_files, read_file_in, read_stream_files
+from scheduler.runtimes.ports import check_ports_disjoint
 
 log = logging.getLogger(__name__)
 
@@ -134,24 +135,6 @@ def default_node(state_dir: Path) -> Node:
         ),
         ports=DEFAULT_PORTS,
     )
-
-
-def _check_ports_disjoint(nodes: Sequence[Node]) -> None:
-    """Raise ``ValueError`` when two port ranges of the nodes overlap."""
-    spans = sorted((lo, hi, node.hostname) for node in nodes for lo, hi in node.ports)
-    widest: tuple[int, int, str] | None = None  # the range reaching furthest so far
-    for lo, hi, host in spans:
-        if widest is not None and lo <= widest[1]:
-            w_lo, w_hi, w_host = widest
-            end = min(hi, w_hi)
-            shared = f"port {lo}" if lo == end else f"ports {lo}-{end}"
-            raise ValueError(
-                f"nodes {w_host!r} ({format_port_ranges(((w_lo, w_hi),))}) and {host!r} "
-                f"({format_port_ranges(((lo, hi),))}) share {shared}: the local runtime runs "
-                "every node's tasks on this machine, so the nodes' port ranges must not overlap"
-            )
-        if widest is None or hi > widest[1]:
-            widest = (lo, hi, host)
 
 
 # --- task identity ---------------------------------------------------------------------------
@@ -255,7 +238,7 @@ class LocalRuntime:
         self.tasks_dir = self.state_dir / "tasks"
         self.tasks_dir.mkdir(parents=True, exist_ok=True)
         if nodes:
-            _check_ports_disjoint(nodes)
+            check_ports_disjoint(nodes, "local")
             self._nodes = list(nodes)
         else:
             self._nodes = [default_node(self.state_dir)]

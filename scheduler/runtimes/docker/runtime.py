@@ -3,7 +3,6 @@ docstring for the whole design)."""
 
 from __future__ import annotations
 
-import itertools
 import logging
 import os
 import shutil
@@ -18,7 +17,7 @@ import docker
 import docker.errors
 
 from scheduler.model.node import Node
-from scheduler.model.resources import PortRange, Resources, format_port_ranges
+from scheduler.model.resources import PortRange, Resources
 from scheduler.model.task import Task, TaskState
 from scheduler.runtimes.base import (
     LABEL_TASK,
@@ -58,6 +57,7 @@ from scheduler.runtimes.executor import read_json, write_json_atomic
 from scheduler.runtimes.extra import docker_section
 from scheduler.runtimes.kills import read_kill, record_kill
 from scheduler.runtimes.output import list_files, read_combined, read_file_in, tail_lines
+from scheduler.runtimes.ports import check_ports_disjoint
 
 log = logging.getLogger(__name__)
 
@@ -104,7 +104,7 @@ class DockerRuntime:
         self.records_dir = self.state_dir / "docker" / "tasks"
         self.records_dir.mkdir(parents=True, exist_ok=True)
         if nodes:
-            _check_ports_disjoint(nodes)
+            check_ports_disjoint(nodes, "docker")
         self._nodes = list(nodes or ())
         self.default_image = default_image
         self.bind_address = bind_address
@@ -472,18 +472,3 @@ class DockerRuntime:
 
     def _dir(self, name: str) -> Path:
         return self.records_dir / name
-
-
-
-
-def _check_ports_disjoint(nodes: Sequence[Node]) -> None:
-    """``ValueError`` when two nodes' port ranges overlap: every node's containers publish
-    their ports on the one Docker host."""
-    spans = sorted((lo, hi, node.hostname) for node in nodes for lo, hi in node.ports)
-    for (lo1, hi1, host1), (lo2, hi2, host2) in itertools.pairwise(spans):
-        if lo2 <= hi1:
-            raise ValueError(
-                f"nodes {host1!r} ({format_port_ranges(((lo1, hi1),))}) and {host2!r} "
-                f"({format_port_ranges(((lo2, hi2),))}) overlap: the docker runtime publishes "
-                "every node's ports on the one Docker host, so port ranges must not overlap"
-            )
