@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 ARGS   ?=
 
-.PHONY: run test lint typecheck unit bench clean
+.PHONY: run stop test lint typecheck unit bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -21,8 +21,14 @@ $(VENV)/.installed-test: pyproject.toml | $(BIN)/python
 run: $(VENV)/.installed
 	$(BIN)/dromos serve --state-dir .dromos $(ARGS)
 
+# Tasks outlive `make run` (Ctrl-C stops Dromos, not its tasks): this stops them, through
+# Dromos's API when it is up (apps scaled to 0), else by their executors' records in .dromos.
+stop: $(VENV)/.installed
+	$(BIN)/dromos stop-all --state-dir .dromos
+
 lint: $(VENV)/.installed-test
 	$(BIN)/ruff check .
+	$(BIN)/lint-imports
 
 typecheck: $(VENV)/.installed-test
 	$(BIN)/mypy
@@ -33,5 +39,9 @@ test: $(VENV)/.installed-test lint typecheck
 bench: $(VENV)/.installed-test
 	$(BIN)/python bench/placement.py
 
+# Refuses while tasks of .dromos still run (deleting their records would orphan them):
+# `make stop` first, or `make clean FORCE=1`. The check needs only python3.
 clean:
+	@$(PYTHON) -m scheduler.stop --check .dromos || [ -n "$(FORCE)" ] || \
+		{ echo "make clean: refusing; run 'make stop' first, or 'make clean FORCE=1'" >&2; exit 1; }
 	rm -rf $(VENV) .dromos .pytest_cache .mypy_cache .ruff_cache

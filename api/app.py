@@ -12,6 +12,7 @@ from fastapi.responses import JSONResponse, PlainTextResponse
 
 from api import chronos, events, groups, marathon, metrics, status, ui
 from api.auth import AuthMiddleware
+from api.limits import DEFAULT_MAX_BODY_BYTES, BodyLimitMiddleware, StrictJSONResponse
 from scheduler import __version__
 from scheduler.config import Credentials
 from scheduler.model.app import AppSpec
@@ -23,12 +24,15 @@ def create_app(
     orchestrator: Orchestrator,
     credentials: Credentials | None = None,
     leader: str = "127.0.0.1:8080",
+    max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
 ) -> FastAPI:
-    """Build the HTTP application around a (started or not) orchestrator."""
+    """Build the HTTP application around a (started or not) orchestrator. Request bodies
+    over ``max_body_bytes`` get 413 (see :mod:`api.limits`)."""
     app = FastAPI(
         title="Dromos",
         version=__version__,
         description="Marathon-compatible /v2 API for services; status page at /.",
+        default_response_class=StrictJSONResponse,
     )
     app.state.orchestrator = orchestrator
     app.state.list_cache = {}
@@ -37,6 +41,8 @@ def create_app(
     app.state.port = int(leader.rsplit(":", 1)[-1]) if ":" in leader else 8080
     if credentials is not None and credentials.configured:
         app.add_middleware(AuthMiddleware, credentials=credentials)
+    # Added last, so outermost: an oversized body is refused before anything else runs.
+    app.add_middleware(BodyLimitMiddleware, max_body_bytes=max_body_bytes)
 
     @app.exception_handler(SpecError)
     async def _spec_error(_: Request, e: SpecError) -> JSONResponse:
@@ -54,8 +60,11 @@ def create_app(
         )
 
     @app.exception_handler(RequestValidationError)
-    async def _invalid_request(_: Request, e: RequestValidationError) -> JSONResponse:
+    async def _invalid_request(request: Request, e: RequestValidationError) -> JSONResponse:
         errors: list[Any] = list(e.errors())
+        if _not_sent_as_json(request, errors):
+            return JSONResponse({"message": _NOT_JSON.format(
+                request.headers.get("content-type") or "none")}, status_code=415)
         if any(err.get("type") == "json_invalid" for err in errors):
             msgs = [str(err.get("ctx", {}).get("error", err.get("msg"))) for err in errors]
             return JSONResponse(
@@ -83,6 +92,24 @@ def create_app(
     app.include_router(ui.router)
     app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
     return app
+
+
+_NOT_JSON = ("Unsupported Media Type: send the body as JSON with 'Content-Type: "
+             "application/json' (got Content-Type: {}); with curl add "
+             "-H 'Content-Type: application/json'")
+
+
+def _not_sent_as_json(request: Request, errors: list[Any]) -> bool:
+    """The body was not parsed because it was not labelled JSON (curl's ``-d`` sends
+    ``application/x-www-form-urlencoded``; no header at all is not parsed either). Bodies are
+    deliberately not guessed to be JSON: a web page can make the browser send such requests
+    cross-site without asking (no CORS preflight), so guessing would let any page create
+    apps on an unauthenticated Dromos."""
+    content_type = (request.headers.get("content-type") or "").split(";")[0].strip().lower()
+    if content_type == "application/json" or content_type.endswith("+json"):
+        return False
+    return any(tuple(err.get("loc", ())) == ("body",) and err.get("type") == "dict_type"
+               for err in errors)
 
 
 def _openapi(app: FastAPI) -> dict[str, Any]:

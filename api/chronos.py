@@ -11,9 +11,9 @@ from urllib.parse import unquote
 from fastapi import APIRouter, Body, Request
 from fastapi.responses import PlainTextResponse, Response
 
+from api.presentation import job_status, orch, reads
 from scheduler.batch import dag, stats
-from scheduler.batch.schedule import describe, next_fire
-from scheduler.model.job import JobRun, JobSpec, RunStatus, parse_job
+from scheduler.model.job import JobSpec, parse_job
 from scheduler.model.timefmt import iso
 from scheduler.model.validation import SpecError
 from scheduler.orchestrator import Orchestrator
@@ -21,11 +21,6 @@ from scheduler.orchestrator import Orchestrator
 PREFIXES = ("/scheduler", "/v1/scheduler")
 JobBody = Body(..., description="A Chronos job definition")
 _EMPTY_START = re.compile(r"^(R\d*)//")
-
-
-def orch(request: Request) -> Orchestrator:
-    o: Orchestrator = request.app.state.orchestrator
-    return o
 
 
 def _parse(o: Orchestrator, body: dict[str, Any]) -> JobSpec:
@@ -48,7 +43,7 @@ def _save(o: Orchestrator, job: JobSpec) -> Response:
 
 def job_json(o: Orchestrator, job: JobSpec) -> dict[str, Any]:
     out = job.to_chronos()
-    c = o.jobs.counters(job.name)
+    c = reads(o).job_counters(job.name)
     out.update({
         "successCount": int(c.get("successCount", 0)),
         "errorCount": int(c.get("errorCount", 0)),
@@ -58,24 +53,6 @@ def job_json(o: Orchestrator, job: JobSpec) -> dict[str, Any]:
         "softErrorCount": int(c.get("softErrorCount", 0)),
     })
     return out
-
-
-def job_status(runs: list[JobRun]) -> tuple[str, str]:
-    """(status idle/queued/running, state fresh/success/failure) from a job's runs."""
-    status = "idle"
-    if any(r.status is RunStatus.RUNNING for r in runs):
-        status = "running"
-    elif any(r.status is RunStatus.QUEUED for r in runs):
-        status = "queued"
-    state = "fresh"
-    for r in runs:  # newest first
-        if r.status is RunStatus.SUCCESS:
-            state = "success"
-            break
-        if r.status in (RunStatus.FAILED, RunStatus.KILLED):
-            state = "failure"
-            break
-    return status, state
 
 
 def _name(raw: str) -> str:
@@ -215,16 +192,6 @@ def _states(o: Orchestrator) -> tuple[dict[str, str], dict[str, str]]:
     for j in o.list_jobs():
         statuses[j.name], states[j.name] = job_status(o.job_runs(j.name, limit=50))
     return states, statuses
-
-
-def schedule_info(o: Orchestrator, job: JobSpec) -> dict[str, Any]:
-    """For the status page: the schedule in words and the next run."""
-    s = o.jobs.schedule_of(job)
-    if s is None:
-        return {"describe": "after " + ", ".join(job.parents or []), "next": None}
-    nxt = o.jobs.next_fire(job.name) or next_fire(s, o.jobs.last_handled(job.name),
-                                                  o.clock.now())
-    return {"describe": describe(s), "next": iso(nxt) if nxt else None}
 
 
 routers = [build_router(p) for p in PREFIXES]

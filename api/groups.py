@@ -19,7 +19,7 @@ from typing import Any
 from fastapi import APIRouter, Body, Request
 from fastapi.responses import JSONResponse
 
-from api.marathon import app_json, orch, qbool
+from api.presentation import app_json, orch, qbool
 from scheduler.groups import GroupChange, GroupManager
 from scheduler.model.app import AppSpec
 from scheduler.model.group import ROOT, Group, resolve_path

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import re
 import uuid
 from collections.abc import Iterable
@@ -13,35 +12,21 @@ from fastapi import APIRouter, Body, Query, Request
 from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, ConfigDict
 
+from api.limits import strict_dumps
+from api.presentation import app_json, orch, qbool, reads, runtime_summary, task_json
 from scheduler import __version__
 from scheduler.model.app import AppSpec, normalize_app_id, parse_app
-from scheduler.model.task import Task, TaskState
+from scheduler.model.group import app_group_overlap
+from scheduler.model.task import Task
 from scheduler.model.timefmt import iso
 from scheduler.model.validation import SpecError
 from scheduler.orchestrator import NotFound, Orchestrator, QueueInfo
-from scheduler.services.service_ports import endpoints_text, service_ports
+from scheduler.services.service_ports import endpoints_text
 
 router = APIRouter()
 
 EMBED_ALL = {"tasks", "counts", "deployments", "readiness", "lasttaskfailure", "taskstats"}
 AppBody = Body(..., description="A Marathon app definition (see /v2 reference)")
-
-
-def orch(request: Request) -> Orchestrator:
-    o: Orchestrator = request.app.state.orchestrator
-    return o
-
-
-def qbool(value: str | None, default: bool = False) -> bool:
-    """Marathon clients send true/True/false/False (and sometimes 1/0)."""
-    if value is None or value == "":
-        return default
-    v = value.strip().lower()
-    if v in ("true", "1", "yes"):
-        return True
-    if v in ("false", "0", "no"):
-        return False
-    raise SpecError("Invalid query parameter", [("", [f"{value!r} is not a boolean"])])
 
 
 def app_id_from_path(raw: str) -> str:
@@ -52,62 +37,6 @@ def app_id_from_path(raw: str) -> str:
 
 
 # ------------------------------------------------------------------ rendering
-
-
-def task_json(o: Orchestrator, task: Task, spec: AppSpec | None) -> dict[str, Any]:
-    results = o.health_results(task, spec) if spec else []
-    return {
-        "appId": task.app_id,
-        "healthCheckResults": [r.to_json() for r in results],
-        "host": task.host,
-        "id": task.id,
-        "ipAddresses": [{"ipAddress": o.runtime.probe_host(task), "protocol": "IPv4"}],
-        "ports": list(task.ports),
-        "servicePorts": service_ports(spec) if spec else [],
-        "slaveId": task.host,
-        "stagedAt": iso(task.staged_at),
-        "startedAt": iso(task.started_at) if task.started_at else None,
-        "state": task.state.value,
-        "version": task.version,
-        "localVolumes": [],
-    }
-
-
-def _counts(o: Orchestrator, spec: AppSpec, tasks: list[Task]) -> dict[str, int]:
-    health = [o.is_healthy(t, spec) for t in tasks]
-    return {
-        "tasksStaged": sum(t.state in (TaskState.STAGING, TaskState.STARTING) for t in tasks),
-        "tasksRunning": sum(t.state is TaskState.RUNNING for t in tasks),
-        "tasksHealthy": sum(h is True for h in health),
-        "tasksUnhealthy": sum(h is False for h in health),
-    }
-
-
-def app_json(o: Orchestrator, spec: AppSpec, embed: set[str],
-             tasks: list[Task] | None = None) -> dict[str, Any]:
-    """The app as Marathon shows it; ``embed`` (lowercase, prefix-free) adds sections."""
-    out = o.marathon_json(spec)
-    info = o.version_info(spec.id)
-    out["versionInfo"] = {
-        "lastScalingAt": info.get("lastScalingAt", spec.version),
-        "lastConfigChangeAt": info.get("lastConfigChangeAt", spec.version),
-    }
-    tasks = tasks if tasks is not None else o.tasks(spec.id)
-    if "counts" in embed or "tasks" in embed:
-        out.update(_counts(o, spec, tasks))
-    if "deployments" in embed or "tasks" in embed:
-        out["deployments"] = [{"id": d.id} for d in o.deployments_of(spec.id)]
-    if "readiness" in embed:
-        out["readinessCheckResults"] = []
-    if "tasks" in embed:
-        out["tasks"] = [task_json(o, t, spec) for t in tasks]
-    if "lasttaskfailure" in embed:
-        ltf = o.last_task_failure(spec.id)
-        if ltf:
-            out["lastTaskFailure"] = ltf
-    if "taskstats" in embed:
-        out["taskStats"] = {}
-    return out
 
 
 def parse_embed(values: Iterable[str]) -> set[str]:
@@ -220,13 +149,15 @@ def _render_list(o: Orchestrator, cmd: str | None, id: str | None,
         if selector and not labels_match(spec.labels, selector):
             continue
         apps.append(app_json(o, spec, wanted, by_app.get(spec.id, [])))
-    return json.dumps({"apps": apps}, separators=(",", ":")).encode()
+    return strict_dumps({"apps": apps}).encode()
 
 
 @router.post("/v2/apps", status_code=201)
 def create_app(request: Request, body: dict[str, Any] = AppBody) -> JSONResponse:
     o = orch(request)
-    spec = o.create_app(parse_app(body))
+    spec = parse_app(body)
+    _check_overlap(o, spec.id)
+    spec = o.create_app(spec)
     return JSONResponse(
         app_json(o, spec, {"counts", "deployments", "tasks"}),
         status_code=201,
@@ -299,9 +230,16 @@ def get_app(request: Request, app_id: str,
     return {"app": app_json(o, spec, wanted)}
 
 
+def _check_overlap(o: Orchestrator, app_id: str) -> None:
+    """422 at ``/id`` when ``app_id`` is, or lies inside, a path of the other kind."""
+    why = app_group_overlap(app_id, (a.id for a in o.apps()), reads(o).group_ids())
+    if why is not None:
+        raise SpecError("Object is not valid", [("/id", [why])])
+
+
 def _updated_spec(o: Orchestrator, aid: str, body: dict[str, Any], partial: bool) -> AppSpec:
     """Apply a PUT/PATCH body: rollback ({"version"}), merge (default) or replace."""
-    current = o.store.get_app(aid)
+    current = reads(o).stored_app(aid)
     if set(body) - {"id"} == {"version"} and current is not None:
         return o.app_version(aid, str(body["version"])).model_copy(update={"version": None})
     if partial and current is not None:
@@ -319,6 +257,7 @@ def put_app(request: Request, app_id: str, body: dict[str, Any] = AppBody,
     o = orch(request)
     aid = app_id_from_path(app_id)
     spec = _updated_spec(o, aid, body, qbool(partialUpdate, default=True))
+    _check_overlap(o, spec.id)
     stored, deployment_id, created = o.update_app(spec, force=qbool(force))
     if created:
         return JSONResponse(app_json(o, stored, {"counts", "deployments", "tasks"}),
@@ -436,7 +375,7 @@ def list_tasks(request: Request, status: str | None = None) -> dict[str, Any] | 
         # Marathon's load-balancer lines (see endpoints_text); ``status`` does not apply.
         text = endpoints_text(specs.values(), tasks,
                               lambda t, spec: not spec.healthChecks or
-                              o.is_healthy(t, spec) is True, o.runtime.probe_host)
+                              o.is_healthy(t, spec) is True, reads(o).probe_host)
         return Response(text, media_type="text/plain")
     if status:
         wanted = "TASK_" + status.upper().removeprefix("TASK_")
@@ -473,7 +412,7 @@ def get_queue(request: Request) -> dict[str, Any]:
     now = o.clock.now()
     items = []
     for app_id, q in sorted(o.queue().items()):
-        spec = o.store.get_app(app_id)
+        spec = reads(o).stored_app(app_id)
         if spec is not None:
             items.append(_queue_item(o, spec, q, now))
     return {"queue": items}
@@ -511,20 +450,13 @@ def info(request: Request) -> dict[str, Any]:
     }
 
 
-def runtime_summary(o: Orchestrator) -> str:
-    """``local (available)`` or ``docker (unavailable: <why>)``."""
-    if o.runtime_available:
-        return f"{o.runtime.name} (available)"
-    return f"{o.runtime.name} (unavailable: {o.runtime_error or 'unknown'})"
-
-
 @router.get("/dromos/info")
 def dromos_info(request: Request) -> dict[str, Any]:
     """Dromos-only details (outside Marathon's paths, so no strict client parses them)."""
     o = orch(request)
     return {
         "version": __version__,
-        "runtime": {"name": o.runtime.name, "available": o.runtime_available,
+        "runtime": {"name": reads(o).runtime_name, "available": o.runtime_available,
                     "error": o.runtime_error},
         "placementStrategy": o.strategy.value,
         "nodes": len(o.nodes()) if o.runtime_available else None,

@@ -45,7 +45,8 @@ from prometheus_client.core import (
 from prometheus_client.exposition import choose_encoder
 from prometheus_client.registry import Collector
 
-from api.events import hub_of
+from api.presentation import reads
+from api.sse import hub_of
 from scheduler import __version__
 from scheduler.events import DROMOS
 from scheduler.metrics import QUANTILES, Meter, MeterSnapshot, TimerSnapshot, metrics_for, quantile
@@ -126,7 +127,7 @@ def collect(o: Orchestrator, app_state: Any) -> Facts:
     """Read the facts from the orchestrator now. Costs one pass over apps, tasks and jobs;
     takes the orchestrator lock only briefly (queue, deployments), never across a pass."""
     apps = {a.id: a for a in o.apps()}
-    tasks = o.store.list_tasks()
+    tasks = reads(o).all_tasks()
     by_state = dict.fromkeys(TaskState, 0)
     healthy = unhealthy = 0
     for t in tasks:
@@ -139,10 +140,10 @@ def collect(o: Orchestrator, app_state: Any) -> Facts:
     jobs = o.list_jobs()
     results = {"success": 0, "error": 0}
     for job in jobs:
-        counters = o.jobs.counters(job.name)
+        counters = reads(o).job_counters(job.name)
         results["success"] += int(counters.get("successCount", 0) or 0)
         results["error"] += int(counters.get("errorCount", 0) or 0)
-    active_runs = o.store.list_runs(statuses=frozenset({RunStatus.QUEUED, RunStatus.RUNNING}))
+    active_runs = reads(o).runs(frozenset({RunStatus.QUEUED, RunStatus.RUNNING}))
     runs = {RunStatus.QUEUED: 0, RunStatus.RUNNING: 0}
     for r in active_runs:
         runs[r.status] = runs.get(r.status, 0) + 1

@@ -1,87 +1,38 @@
-"""Run Dromos: build store, runtime, health monitor and orchestrator, then serve HTTP."""
+"""The HTTP side of ``dromos serve``: the application for a built Dromos, and the server.
+
+What to build (store, runtime, balancer…) is decided in :mod:`scheduler.composition`; this
+module only turns those parts into an ASGI application and serves it.
+"""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import socket
-from typing import Any
 
 import uvicorn
 from fastapi import FastAPI
 
 from api.app import create_app
-from api.events import close_streams
-from scheduler.clock import SystemClock
-from scheduler.config import ConfigError, ServeConfig
-from scheduler.events import DROMOS, EventBus
+from api.sse import close_streams
+from api.standby import StandbyServer, standby_app
+from scheduler.config import ServeConfig
 from scheduler.groups import GroupManager
 from scheduler.orchestrator import Orchestrator
-from scheduler.runtimes.base import Runtime
-from scheduler.services.balancer import Balancer
-from scheduler.services.health import HealthMonitor
-from scheduler.store.sqlite import SqliteStore
+from scheduler.services.open_files import AcceptErrorLog
+from scheduler.store.state_lock import Holder, StateLock, read_holder
 
 log = logging.getLogger("dromos.server")
 
 
-def build_runtime(config: ServeConfig) -> Runtime:
-    if config.runtime == "local":
-        from scheduler.runtimes.local import LocalRuntime
-
-        try:
-            return LocalRuntime(config.state_dir, list(config.nodes) if config.nodes else None)
-        except ValueError as e:
-            raise ConfigError(str(e)) from None
-    if config.runtime == "docker":
-        from scheduler.runtimes.docker import DockerRuntime
-
-        # Connects lazily: Dromos starts (and serves its API) while the engine is down.
-        try:
-            return DockerRuntime(config.state_dir, list(config.nodes) if config.nodes else None)
-        except ValueError as e:
-            raise ConfigError(str(e)) from None
-    if config.runtime == "kubernetes":
-        from scheduler.runtimes.kubernetes import KubernetesRuntime
-
-        # Connects lazily, like docker. Nodes come from the cluster; a --nodes file only
-        # limits placement to the hostnames it lists (capacity and labels are the cluster's).
-        hosts = [n.hostname for n in config.nodes] if config.nodes else None
-        try:
-            return KubernetesRuntime(config.state_dir, hosts=hosts)
-        except ValueError as e:
-            raise ConfigError(str(e)) from None
-    raise ConfigError(f"unknown runtime {config.runtime!r}")
-
-
-def build_orchestrator(config: ServeConfig) -> Orchestrator:
-    config.state_dir.mkdir(parents=True, exist_ok=True)
-    store = SqliteStore(config.state_dir / "dromos.db")
-    runtime = build_runtime(config)
-    clock = SystemClock()
-    orchestrator = Orchestrator(store, runtime, EventBus(), clock,
-                                health=HealthMonitor(runtime, clock))
-    orchestrator.service_ports.port_range = config.service_ports
-    return orchestrator
-
-
-def build_balancer(config: ServeConfig, orchestrator: Orchestrator) -> Balancer | None:
-    """The built-in balancer, for runtimes whose tasks run on this machine (local, docker),
-    unless ``--service-bind off``. Bind failures go to the ``dromos`` event stream."""
-    if config.runtime not in ("local", "docker") or config.service_bind == "off":
-        return None
-    lo, hi = config.service_ports
-    for node in orchestrator.nodes():
-        # Tasks bind their host ports on this same machine: a shared number is a clash.
-        if any(a <= hi and lo <= b for a, b in node.ports):
-            log.warning("service ports %d-%d overlap node %s's ports: a task may fail to "
-                        "bind a port the balancer holds (or the reverse)", lo, hi,
-                        node.hostname)
-    bus, clock = orchestrator.bus, orchestrator.clock
-
-    def report(kind: str, payload: dict[str, Any]) -> None:
-        bus.publish(kind, clock.now(), stream=DROMOS, **payload)
-
-    return Balancer(config.service_bind, on_event=report)
+def create_server_app(orchestrator: Orchestrator, group_manager: GroupManager,
+                      config: ServeConfig) -> FastAPI:
+    """The application ``dromos serve`` runs: :func:`api.app.create_app` with the configured
+    credentials, the advertised leader address and the composition root's group manager."""
+    app = create_app(orchestrator, config.credentials, leader=f"{config.host}:{config.port}",
+                     max_body_bytes=config.max_body_bytes)
+    app.state.group_manager = group_manager
+    return app
 
 
 class _DromosServer(uvicorn.Server):
@@ -92,30 +43,39 @@ class _DromosServer(uvicorn.Server):
         super().__init__(config)
         self.dromos_app = app
 
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        AcceptErrorLog().install(asyncio.get_running_loop())
+        await super().startup(sockets)
+
     async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
         close_streams(self.dromos_app.state)
         await super().shutdown(sockets)
 
 
-def serve(config: ServeConfig) -> int:
-    """Serve until interrupted. Tasks keep running after exit; the next start adopts them."""
-    orchestrator = build_orchestrator(config)
-    app = create_app(orchestrator, config.credentials, leader=f"{config.host}:{config.port}")
-    # Created now, not on the first /v2/groups request: creating it finishes any group change
-    # a crash interrupted.
-    app.state.group_manager = GroupManager(orchestrator)
-    balancer = build_balancer(config, orchestrator)
-    if balancer is not None:
-        balancer.start()
-        orchestrator.balancer = balancer
-    orchestrator.start()
-    log.info("Dromos on http://%s:%d (runtime %s, state %s)", config.host, config.port,
-             config.runtime, config.state_dir)
+def hold_state_dir(config: ServeConfig) -> StateLock:
+    """Take the state directory's lock: at once, or (``--standby``) when its holder exits,
+    serving the standby surface meanwhile. Raises :class:`StateDirHeld` without ``--standby``."""
+    me = f"{config.host}:{config.port}"
+    lock = StateLock(config.state_dir, Holder.me(me))
+    if not config.standby:
+        lock.acquire()
+        return lock
+    if lock.try_acquire():
+        return lock
+    holder = read_holder(config.state_dir)
+    log.info("standby on http://%s: waiting for %s", me,
+             holder.describe() if holder else "the state directory's holder")
+    standby = StandbyServer(standby_app(lambda: read_holder(config.state_dir), me),
+                            config.host, config.port)
+    standby.start()
     try:
-        _DromosServer(uvicorn.Config(app, host=config.host, port=config.port,
-                                     log_level="warning"), app).run()
+        lock.wait()
     finally:
-        orchestrator.stop()
-        if balancer is not None:
-            balancer.stop()
-    return 0
+        standby.stop()
+    log.info("took over %s", config.state_dir)
+    return lock
+
+
+def run_http(app: FastAPI, host: str, port: int) -> None:
+    """Serve ``app`` until interrupted (SIGINT/SIGTERM)."""
+    _DromosServer(uvicorn.Config(app, host=host, port=port, log_level="warning"), app).run()

@@ -17,8 +17,7 @@ from html import escape
 from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse
 
-from api.chronos import schedule_info
-from api.ui import WEB_DIR
+from api.presentation import WEB_DIR, reads, schedule_info
 from scheduler import __version__
 from scheduler.model.resources import Resources, format_port_ranges
 from scheduler.model.task import TaskState
@@ -102,10 +101,11 @@ def render_fallback(o: Orchestrator) -> str:
 def render(o: Orchestrator) -> str:
     """The page: the template with the version, the runtime's state and the fallback."""
     if o.runtime_available:
-        runtime_class, runtime_text = "ok", f"{o.runtime.name} runtime"
+        runtime_class, runtime_text = "ok", f"{reads(o).runtime_name} runtime"
     else:
         runtime_class = "bad"
-        runtime_text = f"{o.runtime.name} runtime unavailable: {o.runtime_error or 'unknown'}"
+        runtime_text = (f"{reads(o).runtime_name} runtime unavailable: "
+                        f"{o.runtime_error or 'unknown'}")
     return (
         _template()
         .replace("{{VERSION}}", escape(__version__))

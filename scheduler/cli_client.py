@@ -128,20 +128,81 @@ class Client:
         r = self._put_app(app_id, dict(definition), force)
         return _deployment_of(r, app_id)
 
+    def require_app(self, app_id: str) -> str:
+        """``app_id`` as an absolute id, or :class:`ApiError` (404) saying it does not
+        exist."""
+        app = "/" + app_id.strip("/")
+        r = self.request("GET", "/v2/apps" + _quote_app(app), allow=(404,))
+        if r.status_code == 404:
+            raise ApiError(f"app {app} does not exist (`dromos apps` lists the apps)", 404)
+        return app
+
+    def already_defined(self, definition: Mapping[str, Any]) -> tuple[str, str | None] | None:
+        """(app id, the deployment rolling it out or ``None``) when the app exists and every
+        field of ``definition`` already has that value; ``None`` otherwise (a change)."""
+        app_id = "/" + str(definition.get("id", "")).strip("/")
+        if app_id == "/":
+            return None
+        r = self.request("GET", "/v2/apps" + _quote_app(app_id), allow=(404,))
+        if r.status_code == 404:
+            return None
+        current = r.json().get("app") or {}
+        if not all(_within(v, current.get(k)) for k, v in definition.items() if k != "id"):
+            return None
+        deps = [d for d in self.deployments() or [] if app_id in (d.get("affectedApps") or [])]
+        return app_id, (str(deps[0].get("id")) if deps else None)
+
     def scale(self, app_id: str, instances: int,
               force: bool = False) -> tuple[str, str | None, bool]:
+        """Change an existing app's instances (a PUT alone would create a missing app)."""
+        self.require_app(app_id)
         r = self._put_app(app_id, {"instances": instances}, force)
         return _deployment_of(r, app_id)
 
     def _put_app(self, app_id: str, body: dict[str, Any], force: bool) -> httpx.Response:
+        r = self.request("PUT", "/v2/apps" + _quote_app(app_id), json=body,
+                         params={"force": "true"} if force else None,
+                         allow=() if force else (409,))
+        if r.status_code == 409:
+            raise ApiError(self.held_message(app_id, r), 409)
+        return r
+
+    def held_message(self, app_id: str, answer: httpx.Response) -> str:
+        """Why a change of ``app_id`` was refused with 409: which deployment holds the app,
+        what that deployment waits for, and how to go on."""
         try:
-            return self.request("PUT", "/v2/apps" + _quote_app(app_id), json=body,
-                                params={"force": "true"} if force else None)
-        except ApiError as e:
-            if e.status == 409 and not force:
-                raise ApiError(f"{e}\n  a deployment is changing this app: wait for it, or "
-                               "pass --force to override it", 409) from None
-            raise
+            body = answer.json()
+        except ValueError:
+            body = {}
+        ids = [str(d.get("id")) for d in (body.get("deployments") or []) if isinstance(d, dict)]
+        if not ids:
+            return _error_message(answer)
+        app = "/" + app_id.strip("/")
+        known = {str(d.get("id")): d for d in (self.deployments() or [])}
+        lines = []
+        for dep_id in ids:
+            d = known.get(dep_id)
+            if d is None:
+                lines.append(f"{app} is held by deployment {dep_id}")
+                continue
+            actions = ", ".join(f"{a.get('action')} {a.get('app', '')}".strip()
+                                for a in d.get("currentActions") or [])
+            lines.append(f"{app} is held by deployment {dep_id} (step "
+                         f"{d.get('currentStep', 0)} of {d.get('totalSteps', 0)}"
+                         + (f": {actions}" if actions else "") + ")")
+        try:
+            current = self.app(app)
+            wants = (f", waiting for {app} to run {current.get('instances')} instances "
+                     f"({current.get('tasksRunning', 0)} run now)")
+        except ApiError:
+            wants = ""
+        reason = _dromos_reason(self, app)
+        if reason is None:
+            item = self.queue().get(app)
+            reason = _queue_reason(item) if item is not None else None
+        lines[-1] += wants + (f"; the rest cannot be placed: {reason}" if reason else "")
+        return ("\n  ".join(lines) + "\n  to apply this change anyway, replacing that deployment, "
+                "rerun with --force; or wait for it (`dromos deployments`)")
 
     # ------------------------------------------------------------------ Dromos's /ui
 
@@ -166,6 +227,17 @@ class Client:
             {"tail": -1 if tail is None else tail}
         body: dict[str, Any] = self.get(f"/ui/logs/{quote(ident, safe='')}", params=params)
         return body
+
+
+def _within(want: Any, have: Any) -> bool:
+    """``want`` (from a definition file) is already what ``have`` (the app as Dromos returns
+    it, with defaults filled in) says: objects by their given keys, lists item by item."""
+    if isinstance(want, dict):
+        return isinstance(have, dict) and all(_within(v, have.get(k)) for k, v in want.items())
+    if isinstance(want, list):
+        return isinstance(have, list) and len(want) == len(have) and all(
+            _within(w, h) for w, h in zip(want, have, strict=True))
+    return bool(want == have)
 
 
 def _deployment_of(r: httpx.Response, app_id: str) -> tuple[str, str | None, bool]:

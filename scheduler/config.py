@@ -44,6 +44,37 @@ class ServeConfig:
     # are auto-assigned from (Marathon's local_port_min/max).
     service_bind: str = "127.0.0.1"
     service_ports: tuple[int, int] = (10000, 20000)
+    # Request bodies over this get 413 (the Kubernetes API server's 3 MiB by default).
+    max_body_bytes: int = 3 * 1024 * 1024
+    # Wait for the state directory's holder to exit instead of refusing to start.
+    standby: bool = False
+
+
+MIN_TOKEN_LENGTH = 16
+"""A token guarding a non-loopback address must be at least this long (and not blank)."""
+
+MIN_BODY_LIMIT = 1024
+
+_UNITS = {"": 1, "K": 1000, "KI": 1024, "M": 1000**2, "MI": 1024**2, "G": 1000**3,
+          "GI": 1024**3}
+
+
+def parse_body_limit(text: str) -> int:
+    """``"3Mi"``/``"3M"``/``"3145728"`` → bytes (``M`` is read as MiB, as most users mean).
+    Raises :class:`ConfigError` below :data:`MIN_BODY_LIMIT` or when unreadable."""
+    raw = text.strip().upper().removesuffix("B")
+    digits = raw.rstrip("KMGI")
+    unit = raw[len(digits):]
+    if unit in ("K", "M", "G"):
+        unit += "I"
+    try:
+        value = int(digits) * _UNITS[unit]
+    except (ValueError, KeyError):
+        raise ConfigError(f"--max-body-bytes {text!r} must be a byte count such as 3145728 "
+                          "or 3Mi") from None
+    if value < MIN_BODY_LIMIT:
+        raise ConfigError(f"--max-body-bytes must be at least {MIN_BODY_LIMIT} bytes")
+    return value
 
 
 def parse_port_range(text: str) -> tuple[int, int]:
@@ -101,9 +132,18 @@ def credentials_from(token: str | None, basic: str | None) -> Credentials:
 
 def check_exposure(host: str, credentials: Credentials) -> None:
     """Secure by default: refuse to listen beyond loopback without credentials."""
-    if not is_loopback(host) and not credentials.configured:
+    if is_loopback(host):
+        return
+    if not credentials.configured:
         raise ConfigError(
             f"refusing to listen on {host} without credentials: anyone who can reach it "
             "could run commands on this machine. Set --auth-token (or DROMOS_AUTH_TOKEN), "
             "or --basic-auth user:password (or DROMOS_BASIC_AUTH), or listen on 127.0.0.1."
+        )
+    token = credentials.token
+    if token is not None and len(token.strip()) < MIN_TOKEN_LENGTH:
+        raise ConfigError(
+            f"refusing to listen on {host} with a token of fewer than {MIN_TOKEN_LENGTH} "
+            f"non-blank characters: the token must be at least {MIN_TOKEN_LENGTH} characters "
+            "long (for example: python3 -c 'import secrets; print(secrets.token_urlsafe())')"
         )

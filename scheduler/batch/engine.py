@@ -40,6 +40,7 @@ from scheduler.model.job import (
     attempt_task_id,
     scheduled_run_id,
 )
+from scheduler.model.limits import add_seconds
 
 MAX_SKIPPED_RECORDS = 100
 
@@ -177,7 +178,8 @@ def after_attempt(job: JobSpec | None, run: JobRun, exit_code: int | None, kille
         delay = job.retry_delay if job is not None else timedelta(0)
         again = run.with_(
             status=RunStatus.QUEUED, attempt=nxt, task_id=attempt_task_id(run.id, nxt),
-            handle=None, host=None, exit_code=exit_code, not_before=now + delay,
+            handle=None, host=None, exit_code=exit_code,
+            not_before=add_seconds(now, delay.total_seconds()),
             message=f"attempt {run.attempt + 1} failed ({message}); retry {nxt} of {retries}",
         )
         return AttemptOutcome(again, final=False, succeeded=False)

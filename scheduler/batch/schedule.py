@@ -81,6 +81,8 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 import isodate  # type: ignore[import-untyped, unused-ignore]
 from croniter import croniter  # type: ignore[import-untyped, unused-ignore]
 
+from scheduler.batch.cron_words import describe_cron
+
 __all__ = [
     "MIN_PERIOD",
     "CronSchedule",
@@ -694,10 +696,11 @@ def describe(s: Schedule) -> str:
     """A sentence for the status page.
 
     ``every day at 02:00 (Europe/Berlin)``, ``every 15 minutes, 5 times from 2026-01-01 00:00
-    UTC``, ``cron 0 2 * * * (UTC)``, ``once at 2026-06-01 12:00 UTC``, ``never (R0)``.
+    UTC``, ``every Monday to Friday at 09:00 (UTC)`` (cron, see :mod:`.cron_words`), ``once
+    at 2026-06-01 12:00 UTC``, ``never (R0)``.
     """
     if isinstance(s, CronSchedule):
-        return f"cron {s.expression} ({s.tz})"
+        return f"{describe_cron(s.expression)} ({s.tz})"
     n = s.repetitions
     start = s.start.astimezone(_zone(s.tz))
     if n == 0:

@@ -20,6 +20,21 @@ from pydantic import (
 
 from scheduler.model.constraints import Constraint, parse_constraint
 from scheduler.model.health import HealthCheck, ReadinessCheck
+from scheduler.model.limits import (
+    MAX_APP_ID_LENGTH,
+    MAX_ARGS,
+    MAX_BACKOFF_FACTOR,
+    MAX_CPUS,
+    MAX_DURATION_SECONDS,
+    MAX_INSTANCES,
+    MAX_MIB,
+    Env,
+    Float,
+    Int,
+    Labels,
+    Launchable,
+    non_finite_details,
+)
 from scheduler.model.resources import Resources
 from scheduler.model.validation import SpecError, errors_from_pydantic
 
@@ -52,6 +67,9 @@ def normalize_app_id(raw: str) -> str:
     segments = [s for s in raw.strip().split("/") if s != ""] if isinstance(raw, str) else []
     if not segments:
         raise ValueError("id must be a non-empty path such as /prod/web")
+    if sum(len(s) + 1 for s in segments) > MAX_APP_ID_LENGTH:
+        raise ValueError(f"id must be at most {MAX_APP_ID_LENGTH} characters long (task ids "
+                         "are made from it)")
     for seg in segments:
         if seg in (".", ".."):
             raise ValueError("id must not contain '.' or '..' segments")
@@ -86,28 +104,28 @@ class KillSelection(StrEnum):
 class PortDefinition(BaseModel):
     """A host port the task needs. ``port`` 0 asks for any free port."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
-    port: int = Field(default=0, ge=0, le=65535)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+    port: Int = Field(default=0, ge=0, le=65535)
     protocol: str = Field(default="tcp", pattern="^(tcp|udp|udp,tcp|tcp,udp)$")
     name: str | None = Field(default=None, pattern="^[a-z0-9-]+$")
-    labels: dict[str, str] = Field(default_factory=dict)
+    labels: Labels = Field(default_factory=dict)
 
 
 class PortMapping(BaseModel):
     """A container port mapped to a host port (bridge networking). ``hostPort`` 0 = dynamic."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
-    containerPort: int = Field(default=0, ge=0, le=65535)
-    hostPort: int | None = Field(default=0, ge=0, le=65535)
-    servicePort: int = Field(default=0, ge=0, le=65535)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+    containerPort: Int = Field(default=0, ge=0, le=65535)
+    hostPort: Int | None = Field(default=0, ge=0, le=65535)
+    servicePort: Int = Field(default=0, ge=0, le=65535)
     protocol: str = Field(default="tcp", pattern="^(tcp|udp|udp,tcp|tcp,udp)$")
     name: str | None = Field(default=None, pattern="^[a-z0-9-]+$")
-    labels: dict[str, str] = Field(default_factory=dict)
+    labels: Labels = Field(default_factory=dict)
 
 
 class DockerSpec(BaseModel):
     # Marathon's docker object has more knobs (network, parameters...); they are kept as given.
-    model_config = ConfigDict(extra="allow", frozen=True)
+    model_config = ConfigDict(extra="allow", frozen=True, allow_inf_nan=False)
     image: str = Field(min_length=1)
     forcePullImage: bool = False
     privileged: bool = False
@@ -115,7 +133,7 @@ class DockerSpec(BaseModel):
 
 
 class Container(BaseModel):
-    model_config = ConfigDict(extra="allow", frozen=True)
+    model_config = ConfigDict(extra="allow", frozen=True, allow_inf_nan=False)
     type: str = Field(default="DOCKER", pattern="^(DOCKER|MESOS)$")
     docker: DockerSpec | None = None
     portMappings: list[PortMapping] | None = None
@@ -128,11 +146,11 @@ class UpgradeStrategy(BaseModel):
     ``deploymentTimeoutSeconds`` (a deployment that has not converged by then fails; default
     600 s) and ``autoRollback`` (a failed deployment rolls back to the previous version)."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
-    minimumHealthCapacity: float = Field(default=1.0, ge=0, le=1)
-    maximumOverCapacity: float = Field(default=1.0, ge=0, le=1)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+    minimumHealthCapacity: Float = Field(default=1.0, ge=0, le=1)
+    maximumOverCapacity: Float = Field(default=1.0, ge=0, le=1)
     # At most a year: a deployment is expected to converge or fail within that.
-    deploymentTimeoutSeconds: float | None = Field(default=None, ge=1, le=31_536_000)
+    deploymentTimeoutSeconds: Float | None = Field(default=None, ge=1, le=MAX_DURATION_SECONDS)
     autoRollback: bool | None = None
 
     @property
@@ -147,19 +165,20 @@ class AppSpec(BaseModel):
     server when a definition is stored; clients' values are ignored.
     """
 
-    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True,
+                              allow_inf_nan=False)
 
     id: str
-    cmd: str | None = None
-    args: list[str] | None = None
+    cmd: Launchable | None = None
+    args: list[Launchable] | None = Field(default=None, max_length=MAX_ARGS)
     user: str | None = None
-    env: dict[str, str] = Field(default_factory=dict)
-    labels: dict[str, str] = Field(default_factory=dict)
-    instances: int = Field(default=1, ge=0)
-    cpus: float = Field(default=1.0, ge=0.001)
-    mem: float = Field(default=128.0, ge=0)
-    disk: float = Field(default=0.0, ge=0)
-    gpus: float = Field(default=0.0, ge=0)
+    env: Env = Field(default_factory=dict)
+    labels: Labels = Field(default_factory=dict)
+    instances: Int = Field(default=1, ge=0, le=MAX_INSTANCES)
+    cpus: Float = Field(default=1.0, ge=0.001, le=MAX_CPUS)
+    mem: Float = Field(default=128.0, ge=0, le=MAX_MIB)
+    disk: Float = Field(default=0.0, ge=0, le=MAX_MIB)
+    gpus: Float = Field(default=0.0, ge=0, le=MAX_CPUS)
     constraints: list[ConstraintField] = Field(default_factory=list)
     container: Container | None = None
     portDefinitions: list[PortDefinition] | None = None
@@ -168,11 +187,12 @@ class AppSpec(BaseModel):
     readinessChecks: list[ReadinessCheck] = Field(default_factory=list, max_length=1)
     dependencies: list[str] = Field(default_factory=list)
     upgradeStrategy: UpgradeStrategy = Field(default_factory=UpgradeStrategy)
-    backoffSeconds: float = Field(default=1.0, ge=0)
-    backoffFactor: float = Field(default=1.15, ge=1.0)
-    maxLaunchDelaySeconds: float = Field(default=300.0, ge=0)
+    backoffSeconds: Float = Field(default=1.0, ge=0, le=MAX_DURATION_SECONDS)
+    backoffFactor: Float = Field(default=1.15, ge=1.0, le=MAX_BACKOFF_FACTOR)
+    maxLaunchDelaySeconds: Float = Field(default=300.0, ge=0, le=MAX_DURATION_SECONDS)
     killSelection: KillSelection = KillSelection.YOUNGEST_FIRST
-    taskKillGracePeriodSeconds: float | None = Field(default=None, ge=0)
+    taskKillGracePeriodSeconds: Float | None = Field(default=None, ge=0,
+                                                     le=MAX_DURATION_SECONDS)
     unreachableStrategy: dict[str, Any] | str | None = None
     acceptedResourceRoles: list[str] | None = None
     role: str | None = None
@@ -184,10 +204,10 @@ class AppSpec(BaseModel):
     secrets: dict[str, Any] = Field(default_factory=dict)
     residency: dict[str, Any] | None = None
     networks: list[dict[str, Any]] = Field(default_factory=list)
-    taskRateLimit: float | None = None
+    taskRateLimit: Float | None = Field(default=None, ge=0)
     # Legacy Marathon field: a list of port numbers, same meaning as portDefinitions' ports.
     # Marathon returns both; clients PUT both back, so portDefinitions wins when both come.
-    ports: list[int] | None = None
+    ports: list[Int] | None = None
     version: str | None = None
 
     @field_validator("id")
@@ -298,6 +318,9 @@ def parse_app(data: Any, *, keep_version: bool = False) -> AppSpec:
     if not isinstance(data, dict):
         raise SpecError("Object is not valid", [("", ["must be a JSON object"])])
     cleaned = {k: v for k, v in data.items() if k not in READ_ONLY_FIELDS}
+    non_finite = non_finite_details(cleaned)
+    if non_finite:
+        raise SpecError("Object is not valid", non_finite)
     if keep_version and "version" in data:
         cleaned["version"] = data["version"]
     try:

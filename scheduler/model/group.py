@@ -23,7 +23,7 @@ absolute ids, before group-level dependencies are inherited (services/groups.py 
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -88,6 +88,26 @@ def resolve_path(raw: Any, base: str, *, allow_root: bool = False) -> str:
     return normalize_app_id("/" + "/".join(segments))
 
 
+def app_group_overlap(app_id: str, app_ids: Iterable[str],
+                      group_ids: Iterable[str]) -> str | None:
+    """Why ``app_id`` cannot be an app beside the apps ``app_ids`` and the declared groups
+    ``group_ids`` (Marathon's rule: one path is an app or a group, never both), or ``None``.
+
+    It clashes when it is a group -- a declared one, or the parent path of an app -- or when
+    one of its ancestors is an app (which cannot hold anything). ``app_id`` itself among
+    ``app_ids`` is no clash (the app being replaced)."""
+    groups = set(group_ids)
+    up = set(ancestors(app_id))
+    for other in app_ids:
+        if other in up:
+            return f"{app_id} would be inside app {other}, and an app cannot hold others"
+        if is_under(other, app_id):
+            return f"{app_id} is a group (it holds app {other}); an app cannot have its id"
+    if app_id in groups:
+        return f"{app_id} is a group; an app cannot have its id"
+    return None
+
+
 class _GroupShell(BaseModel):
     """The JSON shape of a group definition, before ids are resolved.
 
@@ -96,7 +116,7 @@ class _GroupShell(BaseModel):
     ``enforceRole`` (Marathon 1.9+) is accepted and ignored: Dromos has no per-group roles.
     """
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     id: str | None = None
     apps: list[Any] | None = None

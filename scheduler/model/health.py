@@ -9,6 +9,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from scheduler.model.limits import MAX_COUNT, MAX_DURATION_SECONDS, Int
 from scheduler.model.timefmt import iso
 
 
@@ -29,7 +30,7 @@ class HealthProtocol(StrEnum):
 
 
 class CommandCheck(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
     value: str = Field(min_length=1)
 
 
@@ -41,19 +42,19 @@ class HealthCheck(BaseModel):
     exit status 0.
     """
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
     protocol: HealthProtocol = HealthProtocol.HTTP
     path: str = "/"
-    portIndex: int | None = Field(default=None, ge=0)
-    port: int | None = Field(default=None, ge=1, le=65535)
+    portIndex: Int | None = Field(default=None, ge=0, le=MAX_COUNT)
+    port: Int | None = Field(default=None, ge=1, le=65535)
     command: CommandCheck | None = None
-    gracePeriodSeconds: int = Field(default=300, ge=0)
-    intervalSeconds: int = Field(default=60, ge=1)
-    timeoutSeconds: int = Field(default=20, ge=1)
-    maxConsecutiveFailures: int = Field(default=3, ge=0)
+    gracePeriodSeconds: Int = Field(default=300, ge=0, le=MAX_DURATION_SECONDS)
+    intervalSeconds: Int = Field(default=60, ge=1, le=MAX_DURATION_SECONDS)
+    timeoutSeconds: Int = Field(default=20, ge=1, le=MAX_DURATION_SECONDS)
+    maxConsecutiveFailures: Int = Field(default=3, ge=0, le=MAX_COUNT)
     ignoreHttp1xx: bool = False
-    delaySeconds: int = Field(default=15, ge=0)
+    delaySeconds: Int = Field(default=15, ge=0, le=MAX_DURATION_SECONDS)
 
     @model_validator(mode="after")
     def _consistent(self) -> HealthCheck:
@@ -88,15 +89,15 @@ class HealthCheck(BaseModel):
 class ReadinessCheck(BaseModel):
     """One entry of ``readinessChecks`` (Marathon allows at most one per app)."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
     name: str = "readinessCheck"
     protocol: str = Field(default="HTTP", pattern="^(HTTP|HTTPS)$")
     path: str = "/"
     portName: str = "http-api"
-    intervalSeconds: int = Field(default=30, ge=1)
-    timeoutSeconds: int = Field(default=10, ge=1)
-    httpStatusCodesForReady: list[int] = Field(default_factory=lambda: [200], min_length=1)
+    intervalSeconds: Int = Field(default=30, ge=1, le=MAX_DURATION_SECONDS)
+    timeoutSeconds: Int = Field(default=10, ge=1, le=MAX_DURATION_SECONDS)
+    httpStatusCodesForReady: list[Int] = Field(default_factory=lambda: [200], min_length=1)
     preserveLastResponse: bool = False
 
     @model_validator(mode="after")

@@ -25,17 +25,34 @@ from pydantic import (
     Field,
     PlainSerializer,
     ValidationError,
+    ValidationInfo,
     WithJsonSchema,
     field_validator,
     model_validator,
 )
 
 from scheduler.model.constraints import Constraint, Operator, parse_constraint
+from scheduler.model.limits import (
+    MAX_ARGS,
+    MAX_CPUS,
+    MAX_DURATION_SECONDS,
+    MAX_ENV,
+    MAX_MIB,
+    MAX_TIME_ZONE_LENGTH,
+    EnvName,
+    EnvValue,
+    Float,
+    Int,
+    Launchable,
+    bounded_delta,
+    non_finite_details,
+)
 from scheduler.model.resources import Resources
 from scheduler.model.timefmt import iso, parse_iso
 from scheduler.model.validation import SpecError, errors_from_pydantic
 
-JOB_NAME = re.compile(r"^[\w.-]+$")
+JOB_NAME = re.compile(r"[\w.-]+")
+"""A job name (matched whole, with ``fullmatch``); names of dots only are refused."""
 CRON_PREFIX = "cron:"
 
 # Counters and timestamps Chronos returns and clients send back: accepted, ignored on writes.
@@ -69,13 +86,13 @@ JobConstraint = Annotated[
 
 
 class EnvVar(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-    name: str = Field(min_length=1)
-    value: str = ""
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+    name: EnvName
+    value: EnvValue = ""
 
 
 class JobContainer(BaseModel):
-    model_config = ConfigDict(extra="allow", frozen=True)
+    model_config = ConfigDict(extra="allow", frozen=True, allow_inf_nan=False)
     type: str = Field(default="DOCKER", pattern="^(DOCKER|MESOS|docker|mesos)$")
     image: str = Field(min_length=1)
     network: str = "BRIDGE"
@@ -96,43 +113,58 @@ class MissedRunPolicy(StrEnum):
 
 
 def _duration(text: str) -> timedelta:
-    d = isodate.parse_duration(text)
+    try:
+        d = isodate.parse_duration(text)
+    except OverflowError:
+        raise ValueError(f"{text!r} is too long a duration") from None
     if not isinstance(d, timedelta):
         # Years/months have no fixed length; epsilon and delays must.
         raise ValueError(f"{text!r} must be a fixed duration such as PT5M (no years or months)")
     return d
 
 
+def _stored_duration(text: str, default: str) -> timedelta:
+    """A duration of a stored job, clamped into ``[0, MAX_DURATION_SECONDS]``; the field's
+    default when it does not parse. Validation refuses both cases, but a job that bypassed it
+    must not make the control loop raise."""
+    try:
+        d = _duration(text)
+    except (isodate.ISO8601Error, ValueError, OverflowError, TypeError):
+        d = _duration(default)
+    return bounded_delta(d)
+
+
 class JobSpec(BaseModel):
     """A validated Chronos job. Construct with :func:`parse_job`."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
     name: str = Field(min_length=1, max_length=200)
-    command: str = ""
+    command: Launchable = ""
     shell: bool = True
-    arguments: list[str] = Field(default_factory=list)
-    schedule: str | None = None
-    scheduleTimeZone: str = ""
+    arguments: list[Launchable] = Field(default_factory=list, max_length=MAX_ARGS)
+    schedule: str | None = Field(default=None, max_length=1000)
+    scheduleTimeZone: str = Field(default="", max_length=MAX_TIME_ZONE_LENGTH)
     parents: list[str] | None = None
     epsilon: str = "PT1M"
-    retries: int = Field(default=2, ge=0, le=100)
+    retries: Int = Field(default=2, ge=0, le=100)
     retryDelay: str = "PT5S"
     missedRunPolicy: MissedRunPolicy = MissedRunPolicy.LATEST
     disabled: bool = False
     concurrent: bool = False
     softError: bool = False
     highPriority: bool = False
-    maxCompletionTime: int = Field(default=0, ge=0)
+    # Chronos counts it in milliseconds.
+    maxCompletionTime: Int = Field(default=0, ge=0, le=MAX_DURATION_SECONDS * 1000)
     owner: str = ""
     ownerName: str = ""
     description: str = ""
     runAsUser: str = ""
-    cpus: float = Field(default=0.1, gt=0)
-    mem: float = Field(default=128, ge=0)
-    disk: float = Field(default=256, ge=0)
+    cpus: Float = Field(default=0.1, gt=0, le=MAX_CPUS)
+    mem: Float = Field(default=128, ge=0, le=MAX_MIB)
+    disk: Float = Field(default=256, ge=0, le=MAX_MIB)
     container: JobContainer | None = None
-    environmentVariables: list[EnvVar] = Field(default_factory=list)
+    environmentVariables: list[EnvVar] = Field(default_factory=list, max_length=MAX_ENV)
     constraints: list[JobConstraint] = Field(default_factory=list)
     uris: list[str] = Field(default_factory=list)
     fetch: list[dict[str, Any]] = Field(default_factory=list)
@@ -145,8 +177,10 @@ class JobSpec(BaseModel):
     @field_validator("name")
     @classmethod
     def _name(cls, v: str) -> str:
-        if not JOB_NAME.match(v):
+        if not JOB_NAME.fullmatch(v):
             raise ValueError("name may only hold letters, digits, '_', '.' and '-'")
+        if not v.strip("."):
+            raise ValueError("name must not consist of dots only")
         return v
 
     @field_validator("scheduleTimeZone")
@@ -155,7 +189,8 @@ class JobSpec(BaseModel):
         if v:
             try:
                 ZoneInfo(v)
-            except (ZoneInfoNotFoundError, ValueError):
+            except (ZoneInfoNotFoundError, ValueError, OSError):
+                # OSError: a name the file system refuses (too long, bad characters).
                 raise ValueError(f"unknown IANA time zone {v!r}") from None
         return v
 
@@ -168,10 +203,12 @@ class JobSpec(BaseModel):
             raise ValueError(f"{v!r} is not an ISO-8601 duration: {e}") from None
         if d < timedelta(0):
             raise ValueError("must not be negative")
+        if d > timedelta(seconds=MAX_DURATION_SECONDS):
+            raise ValueError(f"must be at most {MAX_DURATION_SECONDS} seconds (P365D)")
         return v
 
     @model_validator(mode="after")
-    def _trigger(self) -> JobSpec:
+    def _trigger(self, info: ValidationInfo) -> JobSpec:
         has_schedule = bool(self.schedule)
         has_parents = bool(self.parents)
         if has_schedule == has_parents:
@@ -182,22 +219,21 @@ class JobSpec(BaseModel):
             raise ValueError("command must not be empty")
         if self.parents and self.name in self.parents:
             raise ValueError("a job cannot be its own parent")
-        if self.schedule:
-            # Imported here: schedule parsing lives in batch/, which depends on this module.
-            from scheduler.batch.schedule import parse_schedule
-
-            parse_schedule(self.schedule, self.scheduleTimeZone or "UTC")
+        if self.schedule and not (info.context or {}).get("schedule_checked"):
+            _check_schedule(self.schedule, self.scheduleTimeZone)
         return self
 
     # --- derived views -------------------------------------------------------------------
 
     @property
     def epsilon_delta(self) -> timedelta:
-        return _duration(self.epsilon)
+        """``epsilon``; never raises (see :func:`_stored_duration`)."""
+        return _stored_duration(self.epsilon, "PT1M")
 
     @property
     def retry_delay(self) -> timedelta:
-        return _duration(self.retryDelay)
+        """``retryDelay``; never raises (see :func:`_stored_duration`)."""
+        return _stored_duration(self.retryDelay, "PT5S")
 
     @property
     def time_zone(self) -> str:
@@ -220,19 +256,52 @@ class JobSpec(BaseModel):
         return out
 
 
+def _check_schedule(schedule: str, tz: str) -> None:
+    # Imported here: schedule parsing lives in batch/, which depends on this module.
+    from scheduler.batch.schedule import parse_schedule
+
+    parse_schedule(schedule, tz or "UTC")
+
+
+def _schedule_errors(data: dict[str, Any]) -> list[tuple[str, list[str]]]:
+    """A bad ``schedule`` reported at ``/schedule`` (a model validator could only say ``/``).
+    Not judged when the time zone itself is bad: that is reported at ``/scheduleTimeZone``."""
+    schedule, tz = data.get("schedule"), data.get("scheduleTimeZone") or ""
+    if not isinstance(schedule, str) or not schedule or not isinstance(tz, str):
+        return []
+    try:
+        ZoneInfo(tz or "UTC")
+    except (ZoneInfoNotFoundError, ValueError, OSError):
+        return []
+    try:
+        _check_schedule(schedule, tz)
+    except ValueError as e:
+        return [("/schedule", [str(e)])]
+    return []
+
+
 def parse_job(data: Any) -> JobSpec:
-    """Validate a decoded JSON job. Raises :class:`SpecError` with a detail per bad field."""
+    """Validate a decoded JSON job. Raises :class:`SpecError` with a detail per bad field
+    (``/schedule`` for a schedule that does not parse, ``/scheduleTimeZone`` for an unknown
+    zone)."""
     if not isinstance(data, dict):
         raise SpecError("Job is not valid", [("", ["must be a JSON object"])])
     cleaned = {k: v for k, v in data.items() if k not in JOB_READ_ONLY_FIELDS}
+    non_finite = non_finite_details(cleaned)
+    if non_finite:
+        raise SpecError("Job is not valid", non_finite)
     if cleaned.get("parents") == []:
         cleaned.pop("parents")
     if cleaned.get("schedule") == "":
         cleaned.pop("schedule")
+    schedule_errors = _schedule_errors(cleaned)
     try:
-        return JobSpec.model_validate(cleaned)
+        job = JobSpec.model_validate(cleaned, context={"schedule_checked": True})
     except ValidationError as e:
-        raise SpecError("Job is not valid", errors_from_pydantic(e)) from None
+        raise SpecError("Job is not valid", schedule_errors + errors_from_pydantic(e)) from None
+    if schedule_errors:
+        raise SpecError("Job is not valid", schedule_errors)
+    return job
 
 
 class RunStatus(StrEnum):

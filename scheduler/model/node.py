@@ -38,7 +38,7 @@ class Node:
 class NodeConfig(BaseModel):
     """One entry of the ``--nodes`` file."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
     hostname: str = Field(min_length=1, max_length=253)
     cpus: float = Field(gt=0)

@@ -2,12 +2,30 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any
 
 from scheduler.model.app import AppSpec
+from scheduler.model.limits import add_seconds, bounded_seconds
 from scheduler.model.timefmt import iso, parse_iso
+
+
+def backoff_delay(base: float, factor: float, cap: float, failures: int) -> float:
+    """``base * factor**(failures-1)`` capped at ``cap``, in ``[0, MAX_DURATION_SECONDS]``,
+    without overflow: a factor below 1 or NaN counts as 1."""
+    cap = bounded_seconds(cap)
+    base = bounded_seconds(base)
+    if base == 0.0:
+        return 0.0
+    if math.isnan(factor) or factor < 1.0:
+        factor = 1.0
+    try:
+        delay = base * factor ** (failures - 1)
+    except OverflowError:
+        return cap
+    return min(bounded_seconds(delay), cap)
 
 
 @dataclass(frozen=True)
@@ -17,6 +35,10 @@ class Backoff:
     After the k-th consecutive failure (a task that FAILED or FINISHED; kills do not count)
     the next launch waits ``backoffSeconds * backoffFactor**(k-1)``, capped at
     ``maxLaunchDelaySeconds``, counted from that failure. A new app version starts fresh.
+
+    Never raises, whatever numbers the definition holds (validation bounds them, but a
+    stored object that bypassed it must not stop the control loop): the delay is always in
+    ``[0, MAX_DURATION_SECONDS]`` and the launch time at most the last representable instant.
     """
 
     failures: int = 0
@@ -25,16 +47,16 @@ class Backoff:
 
     def delay_seconds(self, spec: AppSpec) -> float:
         """The current delay; 0 when there were no failures."""
-        if self.failures == 0:
+        if self.failures <= 0:
             return 0.0
-        delay = spec.backoffSeconds * spec.backoffFactor ** (self.failures - 1)
-        return float(min(delay, spec.maxLaunchDelaySeconds))
+        return backoff_delay(spec.backoffSeconds, spec.backoffFactor,
+                             spec.maxLaunchDelaySeconds, self.failures)
 
     def launch_allowed_at(self, spec: AppSpec) -> datetime | None:
         """When the next launch may happen; ``None`` means right away."""
         if self.failures == 0 or self.last_failure_at is None:
             return None
-        return self.last_failure_at + timedelta(seconds=self.delay_seconds(spec))
+        return add_seconds(self.last_failure_at, self.delay_seconds(spec))
 
     def for_version(self, version: str | None) -> Backoff:
         """The state to use for ``version``: reset when the app changed since."""

@@ -33,6 +33,7 @@ from typing import Any
 
 from scheduler.model.app import AppSpec
 from scheduler.model.task import Task, TaskState
+from scheduler.services.open_files import AcceptErrorLog
 from scheduler.services.service_ports import service_ports
 
 log = logging.getLogger("dromos.balancer")
@@ -105,8 +106,11 @@ def routes_from(apps: Iterable[AppSpec], tasks: Iterable[Task],
     of every :func:`routable` task of the app, its ``i``-th host port for the app's ``i``-th
     service port (tasks of an older version keep serving through a rolling upgrade).
 
-    Every proxied port of every app is in the table, with an empty list while no task is
-    routable, so the listener (the app's stable address) stays up. ``host_of`` gives the
+    Only apps that have tasks (in any state) are in the table, so the balancer's listening
+    sockets scale with the apps that run, not with the apps defined (an app scaled to 0 has
+    no listener: its clients are refused at once). An app's every proxied port is there,
+    with an empty list while none of its tasks is routable, so the listener (the app's stable
+    address) stays up through restarts and clients wait for a backend. ``host_of`` gives the
     address a task's ports answer on (the runtime's ``probe_host``; default 127.0.0.1).
     """
     apps = list(apps)
@@ -116,8 +120,10 @@ def routes_from(apps: Iterable[AppSpec], tasks: Iterable[Task],
         by_app.setdefault(t.app_id, []).append(t)
     out = Routes()
     for app in sorted(apps, key=lambda a: a.id):
+        if app.id not in by_app:
+            continue
         ports = proxied_ports(app, blocked)
-        live = [t for t in by_app.get(app.id, []) if routable(t, health, ready)]
+        live = [t for t in by_app[app.id] if routable(t, health, ready)]
         for i, sp in ports:
             if sp in out:  # assignment keeps service ports unique; never let one app steal
                 continue
@@ -185,6 +191,8 @@ class Balancer:
     def _run(self, started: threading.Event) -> None:
         loop = asyncio.new_event_loop()
         asyncio.set_event_loop(loop)
+        # Out of descriptors, each listener's accept() fails every second: log it once.
+        AcceptErrorLog().install(loop)
         self._loop = loop
         self._apply_lock = asyncio.Lock()
         loop.call_soon(started.set)

@@ -14,6 +14,10 @@ class AlreadyExists(Exception):
     """``create_app`` for an id that is already stored."""
 
 
+class StoreClosed(RuntimeError):
+    """A store method was called after ``close()`` (every implementation raises this)."""
+
+
 class StateStore(Protocol):
     """Apps (with every stored version), tasks, and small JSON metadata.
 

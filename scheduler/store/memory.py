@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 from scheduler.model.app import AppSpec
 from scheduler.model.job import JobRun, JobSpec, RunStatus
 from scheduler.model.task import Task
-from scheduler.store.base import AlreadyExists, StateStore
+from scheduler.store.base import AlreadyExists, StateStore, StoreClosed
 from scheduler.store.codec import (
     check_limit,
     decode_app,
@@ -48,10 +48,6 @@ __all__ = [
     "task_sort_key",
     "version_sort_key",
 ]
-
-
-class StoreClosed(RuntimeError):
-    """A store method was called after :meth:`close`."""
 
 
 # --- the store ---------------------------------------------------------------------------------

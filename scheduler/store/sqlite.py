@@ -50,7 +50,7 @@ from typing import TYPE_CHECKING, Any
 from scheduler.model.app import AppSpec
 from scheduler.model.job import JobRun, JobSpec, RunStatus
 from scheduler.model.task import Task
-from scheduler.store.base import AlreadyExists, StateStore
+from scheduler.store.base import AlreadyExists, StateStore, StoreClosed
 from scheduler.store.codec import (
     check_limit,
     decode_app,
@@ -68,7 +68,6 @@ from scheduler.store.codec import (
     statuses_filter,
     version_sort_key,
 )
-from scheduler.store.memory import StoreClosed
 
 __all__ = [
     "MIGRATIONS",

@@ -155,13 +155,20 @@ def test_dependency_errors_are_422_with_paths(client: TestClient) -> None:
     assert client.get("/scheduler/job/b").json()["parents"] == ["a"]
 
 
-def test_bad_schedules_are_rejected(client: TestClient) -> None:
+def test_bad_schedules_are_rejected_at_their_paths(client: TestClient) -> None:
     for bad in ("R/2026-01-01T00:00:00Z/PT0.5S", "R/nonsense/PT1M", "cron: 99 * * * *"):
         r = client.post("/scheduler/iso8601", json=scheduled("x") | {"schedule": bad})
         assert r.status_code == 422, bad
-        assert "message" in r.json()
+        assert [d["path"] for d in r.json()["details"]] == ["/schedule"], r.json()
     r = client.post("/scheduler/iso8601", json=scheduled("x") | {"scheduleTimeZone": "Mars/X"})
     assert r.status_code == 422
+    assert [d["path"] for d in r.json()["details"]] == ["/scheduleTimeZone"], r.json()
+    # With another bad field, both are named; nothing is stored.
+    r = client.post("/scheduler/iso8601",
+                    json=scheduled("x") | {"schedule": "R/nonsense/PT1M", "retries": -1})
+    assert r.status_code == 422
+    assert {d["path"] for d in r.json()["details"]} == {"/schedule", "/retries"}
+    assert client.get("/scheduler/jobs").json() == []
 
 
 def test_cron_schedules_are_accepted(client: TestClient, orchestrator: Orchestrator) -> None:

@@ -22,12 +22,8 @@ from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
 from api.app import create_app
-from api.events import (
-    MARATHON_EVENT_TYPES,
-    StreamSettings,
-    accepts_event_stream,
-    close_streams,
-)
+from api.events import MARATHON_EVENT_TYPES, accepts_event_stream
+from api.sse import StreamSettings, close_streams
 from scheduler.clock import FakeClock
 from scheduler.config import Credentials
 from scheduler.events import DROMOS, MARATHON, EventBus

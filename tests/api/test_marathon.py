@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import json
 import time
 from typing import Any
 
+import pytest
 from fastapi.testclient import TestClient
 
 from api.app import create_app
@@ -71,6 +73,27 @@ def test_malformed_json_is_400(client: TestClient) -> None:
     r = client.post("/v2/apps", content=b'{"id": ', headers={"content-type": "application/json"})
     assert r.status_code == 400
     assert r.json()["message"] == "Invalid JSON"
+
+
+@pytest.mark.parametrize("content_type", [None, "application/x-www-form-urlencoded",
+                                          "text/plain"], ids=["none", "curl-d", "text"])
+@pytest.mark.parametrize(("path", "body"), [
+    ("/v2/apps", SLEEPER), ("/v2/groups", {"id": "/g", "apps": [SLEEPER | {"id": "/g/s"}]}),
+    ("/scheduler/iso8601", {"name": "j", "command": "true",
+                            "schedule": "R/2030-01-01T00:00:00Z/PT1H"}),
+], ids=["apps", "groups", "jobs"])
+def test_a_body_not_sent_as_json_is_415_saying_which_header(
+        client: TestClient, path: str, body: dict[str, Any], content_type: str | None) -> None:
+    headers = {"content-type": content_type} if content_type else {}
+    r = client.post(path, content=json.dumps(body).encode(), headers=headers)
+    assert r.status_code == 415
+    assert "Content-Type: application/json" in r.json()["message"]
+    assert f"got Content-Type: {content_type or 'none'}" in r.json()["message"]
+    assert client.get("/v2/apps").json()["apps"] == []
+    assert client.get("/scheduler/jobs").json() == []
+    # A JSON body that is not an object is still a 422 naming the document.
+    r = client.post(path, json=[body])
+    assert r.status_code == 422 and r.json()["details"][0]["path"] == "/"
 
 
 def test_invalid_app_is_422_with_paths_and_nothing_is_stored(client: TestClient) -> None:

@@ -6,6 +6,8 @@ import time
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import pytest
+
 from scheduler.batch.engine import (
     MAX_SKIPPED_RECORDS,
     after_attempt,
@@ -133,3 +135,14 @@ def test_launchable_waits_for_the_retry_delay() -> None:
                              not_before=T0 + timedelta(seconds=5))
     assert launchable([waiting], T0) == []
     assert launchable([waiting], T0 + timedelta(seconds=5)) == [waiting]
+
+
+@pytest.mark.parametrize("delay", ["P99999999D", "P999999999D", "P1Y", "garbage", "-PT5S"])
+def test_a_stored_retry_delay_never_breaks_the_arithmetic(delay: str) -> None:
+    # Validation refuses these; a stored job that bypassed it must still not raise.
+    j = job(retries=2).model_copy(update={"retryDelay": delay, "epsilon": delay})
+    out = after_attempt(j, queued(), 1, False, "exit 1", T0)
+    assert out.run.not_before is not None
+    assert T0 <= out.run.not_before <= T0 + timedelta(days=365)
+    p = plan(j, None, datetime(2026, 1, 1, 0, 5, tzinfo=UTC))
+    assert p.last_handled == datetime(2026, 1, 1, 0, 5, tzinfo=UTC)

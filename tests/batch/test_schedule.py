@@ -403,7 +403,7 @@ def test_latest_at_or_before_edges() -> None:
         ("R/2026-12-01T02:00:00/P1D", "Europe/Berlin", "every day at 02:00 (Europe/Berlin)"),
         ("R5/2026-01-01T00:00:00Z/PT15M", "UTC",
          "every 15 minutes, 5 times from 2026-01-01 00:00 UTC"),
-        ("cron: 0 2 * * *", "UTC", "cron 0 2 * * * (UTC)"),
+        ("cron: 30 2 * * *", "Europe/Berlin", "every day at 02:30 (Europe/Berlin)"),
         ("R/2026-01-01T00:00:00Z/PT1H", "UTC", "every hour from 2026-01-01 00:00 UTC"),
         ("R/2026-01-01T00:00:00Z/PT24H", "Europe/Berlin",
          "every 24 hours from 2026-01-01 01:00 Europe/Berlin"),

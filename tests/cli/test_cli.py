@@ -71,13 +71,30 @@ def test_tables(cli: Cli) -> None:
     code, out, _ = cli("jobs")
     assert code == EXIT_OK
     assert "every hour from 2030-01-01 00:00 UTC" in out
-    assert "cron 30 4 * * * (UTC)" in out
+    assert "every day at 04:30 (UTC)" in out
     hello = next(line for line in out.splitlines() if line.startswith("hello"))
     assert "in " in hello  # the next run, relative
 
+    # None in progress once the sleeper's deployment has finished: a note, no table.
+    wait_for(lambda: cli.srv.get("/v2/deployments") == [], 30, "no deployment in progress")
     code, out, err = cli("deployments")
     assert code == EXIT_OK
-    assert out.startswith("ID") or "No deployments" in err or "no deployments API" in err
+    assert out == "" and "No deployments in progress." in err
+
+    # An app that cannot be fully placed (4 instances, UNIQUE hostname, 3 nodes) keeps its
+    # deployment open: one row for it.
+    stuck = {"id": "/cli/stuck-table", "cmd": "exec sleep 600", "instances": 4, "cpus": 0.1,
+             "mem": 16, "constraints": [["hostname", "UNIQUE"]]}
+    httpx.post(cli.srv.url + "/v2/apps", json=stuck).raise_for_status()
+    try:
+        code, out, err = cli("deployments")
+        assert code == EXIT_OK, err
+        rows = lines_of(out)
+        assert rows[0] == ["ID", "APPS", "STEP", "ACTIONS", "STARTED"]
+        assert [r[1] for r in rows[1:]] == ["/cli/stuck-table"]
+    finally:
+        httpx.delete(cli.srv.url + "/v2/apps/cli/stuck-table",
+                     params={"force": "true"}).raise_for_status()
 
 
 def test_json_everywhere(cli: Cli) -> None:

@@ -26,10 +26,10 @@ import pytest
 from fastapi.testclient import TestClient
 
 from api.app import create_app
-from api.server import build_runtime
 from scheduler.batch.runner import launch_spec_for
 from scheduler.cli import build_parser
 from scheduler.clock import FakeClock
+from scheduler.composition import build_runtime
 from scheduler.config import Credentials, ServeConfig
 from scheduler.events import EventBus
 from scheduler.model.app import AppSpec, parse_app

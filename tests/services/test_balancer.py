@@ -355,8 +355,17 @@ def test_routes_from_skips_ports_a_task_owns_and_non_tcp() -> None:
     routes = routes_from([required, udp, idle],
                          [task("/req", 1, ports=(10000,)), task("/dns", 1, ports=(1, 2))], {})
     # requirePorts: the task listens on the service port itself; UDP is not balanced; an app
-    # without tasks keeps its listener (its stable address) with no backend.
-    assert routes == {10002: [("127.0.0.1", 2, "dns.1")], 10003: []}
+    # without tasks has no listener (descriptors scale with tasks, not with apps).
+    assert routes == {10002: [("127.0.0.1", 2, "dns.1")]}
+
+
+def test_routes_from_listens_only_for_apps_with_tasks() -> None:
+    apps = [app(f"/a{i}", portDefinitions=[{"port": 10000 + i}]) for i in range(2000)]
+    starting = task("/a7", 1, TaskState.STAGING, ports=(31000,))
+    routes = routes_from(apps, [starting, task("/a9", 1, ports=(31001,))], {})
+    # A task that is not routable yet still keeps its app's listener up (clients wait for
+    # it); apps without any task get none.
+    assert routes == {10007: [], 10009: [("127.0.0.1", 31001, "a9.1")]}
 
 
 def test_routes_from_tolerates_tasks_with_fewer_ports() -> None:

@@ -20,7 +20,7 @@ from scheduler.store.base import StateStore
 from scheduler.store.memory import MemoryStore
 from scheduler.store.sqlite import SqliteStore
 
-STORE_KINDS = ["memory", "sqlite"]
+STORE_KINDS = ["memory", "sqlite", "kubernetes"]
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 
@@ -31,6 +31,10 @@ def open_store(kind: str, tmp_path: Path) -> StateStore:
         return MemoryStore()
     if kind == "sqlite":
         return SqliteStore(tmp_path / "state" / "dromos.db")
+    if kind == "kubernetes":
+        from tests.store.kube_store import open_kube_store
+
+        return open_kube_store(tmp_path)
     raise ValueError(f"unknown store kind {kind!r}")
 
 

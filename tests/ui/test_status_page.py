@@ -90,7 +90,7 @@ def test_overview_shows_cluster_services_jobs_and_dag(dromos: Server, browser: A
     etl = job_row(browser, "etl")
     assert "every day at 02:00 (UTC)" in text(etl)
     assert text(one(etl, ".countdown")).startswith("in ")
-    assert "cron 0 3 * * * (UTC)" in text(job_row(browser, "features"))
+    assert "every day at 03:00 (UTC)" in text(job_row(browser, "features"))
     assert "after etl, features" in text(job_row(browser, "train"))
     assert by_css(etl, ".timeline .run.success")
     assert by_css(job_row(browser, "report"), ".timeline .run.failed")
@@ -219,12 +219,9 @@ def _manual_runs(srv: Server, job: str) -> bool:
 
 
 def test_deployments_section_follows_the_api(dromos: Server, browser: Any) -> None:
-    """Shown when this Dromos serves /v2/deployments (Marathon's shape), absent otherwise."""
+    """Shown because this Dromos serves /v2/deployments (Marathon's shape)."""
     load(browser, dromos)
-    has_api = httpx.get(dromos.url + "/v2/deployments").status_code == 200
-    if has_api:
-        until(browser, lambda: one(browser, "#deployments").is_displayed(),
-              what="the deployments section")
-        assert "Deployments" in text(one(browser, "#deployments"))
-    else:
-        assert not one(browser, "#deployments").is_displayed()
+    assert httpx.get(dromos.url + "/v2/deployments").status_code == 200
+    until(browser, lambda: one(browser, "#deployments").is_displayed(),
+          what="the deployments section")
+    assert "Deployments" in text(one(browser, "#deployments"))

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 import re
+import types
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -13,8 +14,9 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
-from api import ui
+from api import snapshot, ui
 from api.app import create_app
+from api.sse import Connection, hub_of
 from scheduler.clock import FakeClock
 from scheduler.config import Credentials
 from scheduler.events import DROMOS, EventBus
@@ -94,7 +96,7 @@ def test_dag_layout_points_every_edge_right_without_overlaps(
     put_job(orchestrator, name="e", parents=["a", "d"])  # a long edge, across two layers
     put_job(orchestrator, name="loner-with-a-very-long-name-that-gets-cut-short",
             schedule="cron: 0 * * * *")
-    d = ui.layout_dag(orchestrator.list_jobs(), {"a": "success", "c": "failure"},
+    d = snapshot.layout_dag(orchestrator.list_jobs(), {"a": "success", "c": "failure"},
                       {"d": "running"})
     nodes = {n["name"]: n for n in d["nodes"]}
     for e in d["edges"]:
@@ -112,13 +114,14 @@ def test_dag_layout_points_every_edge_right_without_overlaps(
             assert apart, (p["name"], q["name"])
     loner = nodes["loner-with-a-very-long-name-that-gets-cut-short"]
     assert loner["isolated"] and loner["y"] > max(n["y"] for n in boxes if not n["isolated"])
-    assert len(loner["label"]) == ui.LABEL_MAX and loner["label"].endswith("…")
+    assert len(loner["label"]) == snapshot.LABEL_MAX and loner["label"].endswith("…")
     assert (nodes["a"]["state"], nodes["c"]["state"], nodes["d"]["status"]) == (
         "success", "failure", "running")
 
 
 def test_dag_layout_of_nothing() -> None:
-    assert ui.layout_dag([], {}, {}) == {"width": 0.0, "height": 0.0, "nodes": [], "edges": []}
+    assert snapshot.layout_dag([], {}, {}) == {"width": 0.0, "height": 0.0, "nodes": [],
+                                               "edges": []}
 
 
 # ------------------------------------------------------------------ logs
@@ -193,11 +196,6 @@ def test_job_buttons_need_json_and_change_the_job(client: TestClient,
 # ------------------------------------------------------------------ the SSE stream
 
 
-class _Request:
-    async def is_disconnected(self) -> bool:
-        return False
-
-
 def test_event_stream_replays_then_follows(orchestrator: Orchestrator) -> None:
     bus = orchestrator.bus
     now = orchestrator.clock.now()
@@ -205,15 +203,15 @@ def test_event_stream_replays_then_follows(orchestrator: Orchestrator) -> None:
     seen = bus.publish("job_run_finished", now, stream=DROMOS, job="a", status="success")
 
     async def scenario() -> list[str]:
-        sub = bus.subscribe(frozenset({"marathon", DROMOS}))
-        frames = ui._stream(_Request(), orchestrator, sub.get, sub.close,  # type: ignore[arg-type]
-                            lambda: sub.dropped, bus.recent(10), old.seq, "e1")
+        hub = hub_of(types.SimpleNamespace(), orchestrator)
+        conn = Connection(hub, frozenset({"marathon", DROMOS}), 2000, counted=False)
+        frames = ui._stream(orchestrator, conn, bus.recent(10), old.seq, "e1")
         out = [await frames.__anext__() for _ in range(3)]
         bus.publish("api_post_event", now, uri="/v2/apps/x")
         while "api_post_event" not in out[-1]:
             out.append(await asyncio.wait_for(frames.__anext__(), 5))
         await frames.aclose()
-        assert sub not in bus._subs  # closed with the response
+        assert conn.sub not in bus._subs  # closed with the response
         return out
 
     frames = asyncio.run(scenario())

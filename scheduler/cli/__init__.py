@@ -1,6 +1,13 @@
 """The ``dromos`` command line: ``dromos serve`` runs Dromos; ``apps``, ``tasks``,
-``deployments``, ``jobs [run]``, ``nodes``, ``deploy``, ``scale`` and ``logs`` talk to a running
-one over HTTP (``--url`` or ``$DROMOS_URL``; credentials from ``$DROMOS_AUTH_TOKEN``)."""
+``deployments``, ``jobs [run|add|delete]``, ``nodes``, ``deploy``, ``scale``, ``logs`` and
+``stop-all`` talk to a running one over HTTP (``--url`` or ``$DROMOS_URL``; credentials from
+``$DROMOS_AUTH_TOKEN``). Drawing is in :mod:`scheduler.cli_render`, jobs from files in
+:mod:`scheduler.cli_jobs`, stopping in :mod:`scheduler.cli_stop`.
+
+This package imports nothing of ``api`` (an import-linter contract holds it to that): ``serve``
+runs whatever :func:`main` is given as ``serve``; the ``dromos`` program
+(:mod:`scheduler.cli.program`, also ``python -m scheduler.cli``) wires it to the composition
+root, which builds Dromos and its HTTP server."""
 
 from __future__ import annotations
 
@@ -8,16 +15,14 @@ import argparse
 import json
 import logging
 import os
-import re
 import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any
 
-import yaml
-
+from scheduler import cli_jobs, cli_render, cli_stop
 from scheduler.cli_client import (
     DEFAULT_URL,
     ApiError,
@@ -33,8 +38,15 @@ from scheduler.config import (
     check_exposure,
     credentials_from,
     load_nodes,
+    parse_body_limit,
     parse_port_range,
 )
+from scheduler.runtimes import registry as runtime_registry
+from scheduler.stop import shutdown_note
+from scheduler.store.state_lock import StateDirHeld
+
+ServeFunction = Callable[[ServeConfig], int]
+"""Runs Dromos for a validated configuration until interrupted; returns the exit code."""
 
 
 def _serve(args: argparse.Namespace) -> int:
@@ -55,10 +67,29 @@ def _serve(args: argparse.Namespace) -> int:
             credentials=credentials,
             service_bind=args.service_bind,
             service_ports=parse_port_range(args.service_ports),
+            max_body_bytes=parse_body_limit(args.max_body_bytes),
+            standby=args.standby,
         )
-        from api.server import serve
-
-        return serve(config)
+        serve: ServeFunction | None = getattr(args, "serve", None)
+        if serve is None:
+            raise ConfigError("this entry point cannot serve: run `dromos serve` "
+                              "(or python -m scheduler.cli serve)")
+        served = False
+        try:
+            served = True
+            return serve(config)
+        except KeyboardInterrupt:
+            # uvicorn re-raises the Ctrl-C it handled once it has shut down: not an error.
+            return EXIT_INTERRUPTED
+        except StateDirHeld as e:
+            served = False
+            print(f"dromos: {e}", file=sys.stderr)
+            return EXIT_HELD
+        finally:
+            # Tasks outlive Dromos by design; say so, and how to stop them.
+            note = shutdown_note(config.state_dir, config.runtime) if served else None
+            if note:
+                logging.getLogger("dromos").info(note)
     except ConfigError as e:
         print(f"dromos: {e}", file=sys.stderr)
         return 2
@@ -71,7 +102,8 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--host", default="127.0.0.1", help="address to listen on")
     serve.add_argument("--port", type=int, default=8080)
     serve.add_argument("--state-dir", default=".dromos", help="SQLite state, task sandboxes")
-    serve.add_argument("--runtime", choices=["local", "docker", "kubernetes"], default="local",
+    serve.add_argument("--runtime", choices=runtime_registry.names(),
+                       default=runtime_registry.names()[0],
                        help="local processes, containers on a Docker Engine, or pods on a "
                             "Kubernetes cluster (kubeconfig from the usual places)")
     serve.add_argument("--kube-namespace",
@@ -85,14 +117,22 @@ def build_parser() -> argparse.ArgumentParser:
                             "ports (local and docker runtimes); 'off' disables it")
     serve.add_argument("--service-ports", default="10000-20000",
                        help="range service ports are auto-assigned from")
+    serve.add_argument("--max-body-bytes", default="3Mi",
+                       help="largest request body accepted (bytes, or with K/M/G, read as "
+                            "KiB/MiB/GiB); larger ones get 413 (default 3Mi)")
+    serve.add_argument("--standby", action="store_true",
+                       help="if another Dromos holds --state-dir, wait (answering /ping as a "
+                            "standby) and take over when it exits, instead of refusing")
     serve.add_argument("--log-level", default="INFO")
     serve.set_defaults(func=_serve)
     add_client_commands(sub, parser)
     return parser
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str] | None = None, serve: ServeFunction | None = None) -> int:
+    """Run one command. ``serve`` is what ``dromos serve`` calls (see the module docstring)."""
     args = build_parser().parse_args(argv)
+    args.serve = serve
     logging.basicConfig(
         # Client commands log only warnings (httpx logs every request at INFO).
         level=getattr(args, "log_level", "WARNING").upper(),
@@ -116,31 +156,19 @@ EXIT_NOT_DONE = 3
 """What was waited for did not succeed: ``--wait`` gave up (timeout, unplaceable, failed
 deployment) or a followed job run ended other than in success."""
 EXIT_INTERRUPTED = 130
-
-_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
-
+EXIT_HELD = 4
+"""``dromos serve``: another live Dromos holds the state directory (and no ``--standby``)."""
 
 def _clean(value: Any) -> str:
-    """A table cell: control characters (escape sequences, newlines) in user data are shown
-    as ``\\xNN`` instead of reaching the terminal, so an app id or a label cannot move the
-    cursor, recolour or retitle the terminal."""
-    text = "" if value is None else str(value)
-    return _CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}", text)
-
-
-def _cut(text: str, width: int) -> str:
-    return text if len(text) <= width else text[: max(1, width - 1)] + "…"
+    """A table cell or message part: user data's control characters shown as ``\\xNN``."""
+    return cli_render.clean(value)
 
 
 def _table(headers: Sequence[str], rows: Sequence[Sequence[Any]],
-           widths: Mapping[int, int] | None = None) -> str:
-    """Left-aligned columns, two spaces apart; cells cleaned, and cut to ``widths[i]``."""
-    cells = [[_cut(_clean(v), (widths or {}).get(i, 10_000)) for i, v in enumerate(r)]
-             for r in rows]
-    sizes = [max([len(h)] + [len(r[i]) for r in cells]) for i, h in enumerate(headers)]
-    lines = ["  ".join(h.ljust(sizes[i]) for i, h in enumerate(headers)).rstrip()]
-    lines += ["  ".join(c.ljust(sizes[i]) for i, c in enumerate(r)).rstrip() for r in cells]
-    return "\n".join(lines)
+           widths: Mapping[int, int] | None = None) -> None:
+    """Print a table on stdout (rich; see :mod:`scheduler.cli_render`). The columns in
+    ``widths`` hold free text and give way first on a narrow terminal."""
+    cli_render.table(headers, rows, flexible=tuple(widths or ()))
 
 
 def _parse_time(value: Any) -> datetime | None:
@@ -207,6 +235,10 @@ def _client_command(func: Callable[[argparse.Namespace], int]) -> Callable[
             return EXIT_ERROR
         except KeyboardInterrupt:
             return EXIT_INTERRUPTED
+        except BrokenPipeError:
+            # `dromos apps --json | head`: the reader left; stop quietly, as `cat` does.
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            return EXIT_OK
     run.__doc__ = func.__doc__
     return run
 
@@ -242,8 +274,8 @@ def _apps(args: argparse.Namespace) -> int:
             a.get("tasksHealthy", 0) if a.get("healthChecks") else "-",
             a.get("tasksStaged", 0), _ago(a.get("version")), what, waiting.get(a["id"], ""),
         ])
-    print(_table(["ID", "RUNNING", "HEALTHY", "STAGED", "VERSION", "COMMAND", "WAITING"], rows,
-                 {5: 40, 6: 70}))
+    _table(["ID", "RUNNING", "HEALTHY", "STAGED", "VERSION", "COMMAND", "WAITING"], rows,
+                 {5: 40, 6: 70})
     return EXIT_OK
 
 
@@ -251,9 +283,9 @@ def _apps(args: argparse.Namespace) -> int:
 def _tasks(args: argparse.Namespace) -> int:
     """`dromos tasks [APP]`."""
     with _client(args) as c:
+        wanted = c.require_app(args.app) if args.app else None
         tasks = c.tasks()
-    if args.app:
-        wanted = "/" + args.app.strip("/")
+    if wanted is not None:
         tasks = [t for t in tasks if t.get("appId") == wanted]
     if args.json:
         _print_json(tasks)
@@ -269,7 +301,7 @@ def _tasks(args: argparse.Namespace) -> int:
         rows.append([t["id"], t["appId"], t["host"], ",".join(map(str, t.get("ports", []))),
                      t["state"].removeprefix("TASK_"), health,
                      _ago(t.get("startedAt")) if t.get("startedAt") else "-"])
-    print(_table(["ID", "APP", "HOST", "PORTS", "STATE", "HEALTH", "STARTED"], rows))
+    _table(["ID", "APP", "HOST", "PORTS", "STATE", "HEALTH", "STARTED"], rows)
     return EXIT_OK
 
 
@@ -297,15 +329,19 @@ def _deployments(args: argparse.Namespace) -> int:
         rows.append([d.get("id"), ",".join(d.get("affectedApps") or []),
                      f"{d.get('currentStep', 0)}/{d.get('totalSteps', 0)}", actions,
                      _ago(d.get("version"))])
-    print(_table(["ID", "APPS", "STEP", "ACTIONS", "STARTED"], rows, {3: 60}))
+    _table(["ID", "APPS", "STEP", "ACTIONS", "STARTED"], rows, {3: 60})
     return EXIT_OK
 
 
 @_client_command
 def _jobs(args: argparse.Namespace) -> int:
     """`dromos jobs`: one line per job, with its schedule in words and next run."""
-    if getattr(args, "jobs_command", None) == "run":
+    command = getattr(args, "jobs_command", None)
+    if command == "run":
         return _jobs_run(args)
+    if command in ("add", "delete"):
+        with _client(args) as c:
+            return int(getattr(cli_jobs, command)(c, args))
     with _client(args) as c:
         jobs = c.state()["jobs"]
     if args.json:
@@ -327,8 +363,8 @@ def _jobs(args: argparse.Namespace) -> int:
             _seconds(d["median"]) if d["count"] else "-",
             _seconds(d["p95"]) if d["count"] else "-",
         ])
-    print(_table(["NAME", "SCHEDULE", "NEXT", "LAST", "STATUS", "OK", "FAIL", "P50", "P95"],
-                 rows, {1: 50}))
+    _table(["NAME", "SCHEDULE", "NEXT", "LAST", "STATUS", "OK", "FAIL", "P50", "P95"],
+                 rows, {1: 50})
     return EXIT_OK
 
 
@@ -347,63 +383,31 @@ def _nodes(args: argparse.Namespace) -> int:
                      _amount(u["mem"], cap["mem"]), _amount(u["disk"], cap["disk"]),
                      len(n["tasks"]),
                      ",".join(f"{k}={v}" for k, v in n["attributes"].items())])
-    print(_table(["HOSTNAME", "CPUS", "MEM (MiB)", "DISK (MiB)", "TASKS", "ATTRIBUTES"], rows,
-                 {5: 60}))
+    _table(["HOSTNAME", "CPUS", "MEM (MiB)", "DISK (MiB)", "TASKS", "ATTRIBUTES"], rows,
+                 {5: 60})
     return EXIT_OK
 
 
-class _ProgressLine:
-    """A progress bar on stderr: redrawn in place on a terminal, one line per change
-    otherwise (logs, CI)."""
-
-    WIDTH = 24
-
-    def __init__(self, label: str, stream: TextIO) -> None:
-        self.label = label
-        self.stream = stream
-        self.tty = stream.isatty()
-        encoding = (getattr(stream, "encoding", None) or "").lower()
-        self.full, self.empty = ("█", "░") if "utf" in encoding else ("#", "-")
-        self.last = ""
-
-    def update(self, p: Progress, elapsed: float) -> None:
-        done = p.healthy if p.healthy is not None else p.running
-        frac = min(1.0, done / p.instances) if p.instances else (1.0 if p.converged else 0.0)
-        n = round(frac * self.WIDTH)
-        text = f"{_clean(self.label)} [{self.full * n}{self.empty * (self.WIDTH - n)}] " \
-               f"{_clean(p.describe())}"
-        if self.tty:
-            self.stream.write(f"\r\x1b[2K{text}  {elapsed:.0f}s")
-            self.stream.flush()
-        elif text != self.last:
-            self.stream.write(f"{text}  ({elapsed:.0f}s)\n")
-            self.stream.flush()
-        self.last = text
-
-    def finish(self) -> None:
-        if self.tty and self.last:
-            self.stream.write("\n")
-            self.stream.flush()
-
-
 def _after_change(c: Client, args: argparse.Namespace, app_id: str, deployment: str | None,
-                  created: bool) -> int:
+                  created: bool, changed: bool = True) -> int:
     """Report a deploy/scale, and with ``--wait`` wait for convergence."""
-    verb = "created" if created else "updated"
+    verb = "created" if created else "updated" if changed else "unchanged:"
     print(f"dromos: {verb} {app_id}" + (f" (deployment {deployment})" if deployment else ""),
           file=sys.stderr)
     outcome: WaitOutcome | None = None
     if args.wait:
-        bar = _ProgressLine(app_id, sys.stderr)
-        try:
+        with cli_render.progress(app_id) as bar:
+            def show(p: Progress, elapsed: float) -> None:
+                done = p.healthy if p.healthy is not None else p.running
+                bar.update(min(done, p.instances), p.instances or None, p.describe(), elapsed)
+
             outcome = wait_for_app(c, app_id, deployment, timeout=args.timeout,
-                                   stuck_after=args.stuck_after, on_progress=bar.update)
-        finally:
-            bar.finish()
+                                   stuck_after=args.stuck_after, on_progress=show)
         print(f"dromos: {app_id}: {outcome.message}", file=sys.stderr)
     if args.json:
         _print_json({
             "app": c.app(app_id), "deploymentId": deployment, "created": created,
+            "changed": changed,
             "wait": None if outcome is None else {
                 "outcome": outcome.outcome, "message": outcome.message,
                 "seconds": round(outcome.seconds, 3)},
@@ -411,26 +415,19 @@ def _after_change(c: Client, args: argparse.Namespace, app_id: str, deployment: 
     return EXIT_OK if outcome is None or outcome.ok else EXIT_NOT_DONE
 
 
-def _read_definition(path: str) -> dict[str, Any]:
-    try:
-        text = sys.stdin.read() if path == "-" else Path(path).read_text(encoding="utf-8")
-    except OSError as e:
-        raise ApiError(f"cannot read {path}: {e.strerror}") from None
-    try:
-        data = yaml.safe_load(text) if path.endswith((".yaml", ".yml")) else json.loads(text)
-    except (json.JSONDecodeError, yaml.YAMLError) as e:
-        raise ApiError(f"{path} is not valid {'YAML' if path.endswith('ml') else 'JSON'}: "
-                       f"{e}") from None
-    if not isinstance(data, dict):
-        raise ApiError(f"{path} must hold one app definition (a JSON object)")
-    return data
-
-
 @_client_command
 def _deploy(args: argparse.Namespace) -> int:
     """`dromos deploy -f app.json [--wait]`: create the app, or update it if it exists."""
-    definition = _read_definition(args.file)
+    definition = cli_jobs.read_definition(args.file, "app definition")
+    if cli_jobs.is_job(definition):
+        raise cli_jobs.not_an_app(args.file)
     with _client(args) as c:
+        # Deploying what the app already is changes nothing: wait for it as it is, instead
+        # of a PUT that its own deployment (e.g. the one creating it) would refuse.
+        same = None if args.force else c.already_defined(definition)
+        if same is not None:
+            app_id, deployment = same
+            return _after_change(c, args, app_id, deployment, False, changed=False)
         app_id, deployment, created = c.deploy(definition, force=args.force)
         return _after_change(c, args, app_id, deployment, created)
 
@@ -514,7 +511,8 @@ def _jobs_run(args: argparse.Namespace) -> int:
                 print(run_id)
             return EXIT_OK
         print(f"dromos: started run {run_id}", file=sys.stderr)
-        deadline = None if args.timeout is None else time.monotonic() + args.timeout
+        started = time.monotonic()
+        deadline = None if args.timeout is None else started + args.timeout
         seen = {"status": "", "final": False}
 
         def done() -> bool:
@@ -525,7 +523,9 @@ def _jobs_run(args: argparse.Namespace) -> int:
                 f": {run['message']}" if run.get("message") and run["status"] == "queued"
                 else "")
             final = run["status"] in _FINAL_RUN
-            if line != seen["status"] and not args.json and not final:
+            if bar.live:
+                bar.update(0, None, line, time.monotonic() - started)
+            elif line != seen["status"] and not args.json and not final:
                 print(f"dromos: run {_clean(run_id)} {_clean(line)}", file=sys.stderr)
                 seen["status"] = line
             if deadline is not None and time.monotonic() > deadline:
@@ -533,7 +533,9 @@ def _jobs_run(args: argparse.Namespace) -> int:
             return final
 
         try:
-            _follow(c, run_id, None, args.json, follow=True, until_done=done, interval=0.5)
+            with cli_render.progress(f"run {run_id}", live=not args.json) as bar:
+                _follow(c, run_id, None, args.json, follow=True, until_done=done,
+                        interval=0.5)
         except TimeoutError:
             print(f"dromos: run {run_id} still {run['status']} after {args.timeout:g}s",
                   file=sys.stderr)
@@ -582,7 +584,8 @@ def add_client_commands(sub: Any, parser: argparse.ArgumentParser) -> None:
     p.set_defaults(func=_tasks)
     p = sub.add_parser("deployments", parents=[common], help="list deployments in progress")
     p.set_defaults(func=_deployments)
-    p = sub.add_parser("jobs", parents=[common], help="list jobs; `jobs run NAME` runs one")
+    p = sub.add_parser("jobs", parents=[common],
+                       help="list jobs; `jobs run NAME`, `jobs add -f FILE`, `jobs delete NAME`")
     jobs_sub = p.add_subparsers(dest="jobs_command")
     run = jobs_sub.add_parser("run", parents=[common], help="start a manual run of a job")
     run.add_argument("name")
@@ -590,6 +593,7 @@ def add_client_commands(sub: Any, parser: argparse.ArgumentParser) -> None:
                      help="print its output and status until it ends; exit 3 unless success")
     run.add_argument("--timeout", type=float, default=None,
                      help="with --follow: give up (exit 3) after this many seconds")
+    cli_jobs.add_parsers(jobs_sub, common)
     p.set_defaults(func=_jobs)
     p = sub.add_parser("nodes", parents=[common], help="list nodes with usage")
     p.set_defaults(func=_nodes)
@@ -602,6 +606,7 @@ def add_client_commands(sub: Any, parser: argparse.ArgumentParser) -> None:
     p.add_argument("instances", type=_non_negative)
     waiting(p)
     p.set_defaults(func=_scale)
+    cli_stop.add_parser(sub, common).set_defaults(func=_client_command(cli_stop.stop_all))
     p = sub.add_parser("logs", parents=[common], help="a task's or job run's stdout/stderr")
     p.add_argument("id", help="a task id or a job run id")
     p.add_argument("-f", "--follow", action="store_true", help="keep printing new output")
@@ -614,7 +619,3 @@ def _non_negative(text: str) -> int:
     if value < 0:
         raise argparse.ArgumentTypeError("must be 0 or more")
     return value
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())
