@@ -179,6 +179,35 @@ class Observation:
     started_at: datetime | None = None
 
 
+@dataclass(frozen=True)
+class OutputChunk:
+    """Output of one stream: ``stdout``, ``stderr``, or ``output`` (both interleaved, as
+    Docker and Kubernetes keep them)."""
+
+    stream: str
+    text: str
+
+
+@dataclass(frozen=True)
+class Output:
+    """What :meth:`Runtime.read_output` read: one chunk per stream, the cursor to read on
+    from, and where it came from (e.g. ``sandbox files``, ``docker``)."""
+
+    chunks: tuple[OutputChunk, ...]
+    cursor: str
+    source: str
+
+
+@dataclass(frozen=True)
+class SandboxFile:
+    """One file the runtime keeps for a task: its path relative to the task's sandbox (``/``
+    separated), size in bytes and modification time."""
+
+    path: str
+    size: int
+    modified: datetime
+
+
 def unobservable(task: Task, error: Exception) -> Observation:
     """What ``observe`` reports for a task it could not read: its last known state, with the
     error as the message (one odd task must not hide the others, nor be declared dead)."""
@@ -199,6 +228,11 @@ class Runtime(Protocol):
       cannot run here (e.g. an image on the local runtime).
     - ``kill`` does not block: it asks the task to stop (SIGTERM or equivalent) and makes sure
       it is forcibly stopped ``grace_seconds`` later. Killing a task that is gone is a no-op.
+      Kill is idempotent: a second kill never extends the first one's deadline, and a kill
+      that raised :class:`RuntimeUnavailable` can simply be sent again once the backend is
+      back (:mod:`scheduler.runtimes.kills`).
+    - ``read_output`` and ``sandbox_files`` show what a task printed and the files the
+      runtime keeps for it, also after it ended.
     - ``observe`` reports every task it is given, in order, and never raises for one task.
     """
 
@@ -220,6 +254,32 @@ class Runtime(Protocol):
 
     def check_command(self, task: Task, command: str) -> tuple[list[str], dict[str, str]]:
         """argv and environment that run a COMMAND health check in the task's context."""
+        ...
+
+    def read_output(self, task: Task, tail: int | None, cursor: str | None) -> Output:
+        """The task's output: without ``cursor``, the last ``tail`` lines (all when ``None``,
+        within a bound of a few MiB) of each stream; with ``cursor`` (from an earlier
+        :class:`Output` of the same task), what was written since, at most about 1 MiB per
+        call (the rest comes with the next cursor), never ending inside a character. A
+        cursor of another runtime or a damaged one reads like no cursor. Works for tasks
+        that ended, as long as the runtime keeps their output. A task the runtime has no
+        output of reads as empty chunks. Raises ``LookupError`` when this task's output
+        cannot be read (an id the backend cannot name, a node that does not answer) and
+        :class:`RuntimeUnavailable` when the backend is down."""
+        ...
+
+    def sandbox_files(self, task: Task) -> list[SandboxFile]:
+        """The files the runtime keeps for the task on the Dromos host, sorted by path: its
+        sandbox (local), or its records and saved output (docker, kubernetes). ``[]`` when
+        it keeps none (never launched here, or an id the runtime cannot name). Never
+        raises for a task it does not know."""
+        ...
+
+    def read_sandbox_file(self, task: Task, path: str, offset: int = 0,
+                          limit: int = 1 << 20) -> bytes:
+        """At most ``limit`` bytes of one of :meth:`sandbox_files`, from byte ``offset``
+        (``b""`` past its end). Raises ``LookupError`` for a path that is not one of the
+        task's files (including any path leaving the sandbox)."""
         ...
 
     def close(self) -> None:

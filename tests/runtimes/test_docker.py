@@ -8,12 +8,10 @@ for Docker by ``test_contract.py``; these tests need a real engine too (see
 
 from __future__ import annotations
 
-import contextlib
 import json
 import re
 import socket
 import subprocess
-import threading
 import time
 import urllib.error
 import urllib.request
@@ -73,6 +71,7 @@ from tests.runtimes.conftest import (
 )
 from tests.runtimes.docker_support import (
     BUSYBOX_IMAGE,
+    EngineProxy,
     client,
     containers_of,
     docker_unavailable,
@@ -389,60 +388,6 @@ def test_container_options_the_runtime_does_not_support_are_refused(
 
 
 # --- the engine going away -------------------------------------------------------------------
-
-
-class EngineProxy:
-    """A TCP front for the engine's unix socket that can be switched off and on: an engine
-    that goes away and comes back, without stopping the real one (others use it)."""
-
-    def __init__(self, socket_path: str) -> None:
-        self.socket_path = socket_path
-        self.port = free_port()
-        self._server: socket.socket | None = None
-        self._open: list[socket.socket] = []
-        self._lock = threading.Lock()
-
-    @property
-    def base_url(self) -> str:
-        return f"tcp://127.0.0.1:{self.port}"
-
-    def client(self) -> Any:
-        return docker.DockerClient(base_url=self.base_url, timeout=10)
-
-    def up(self) -> None:
-        self._server = socket.create_server(("127.0.0.1", self.port))
-        threading.Thread(target=self._accept, args=(self._server,), daemon=True).start()
-
-    def down(self) -> None:
-        with self._lock:
-            server, self._server = self._server, None
-            conns, self._open = self._open, []
-        for s in ([server] if server else []) + conns:
-            with contextlib.suppress(OSError):
-                s.shutdown(socket.SHUT_RDWR)
-            s.close()
-
-    def _accept(self, server: socket.socket) -> None:
-        while True:
-            try:
-                conn, _ = server.accept()
-            except OSError:
-                return
-            upstream = socket.socket(socket.AF_UNIX)
-            upstream.connect(self.socket_path)
-            with self._lock:
-                self._open += [conn, upstream]
-            for a, b in ((conn, upstream), (upstream, conn)):
-                threading.Thread(target=self._pump, args=(a, b), daemon=True).start()
-
-    @staticmethod
-    def _pump(src: socket.socket, dst: socket.socket) -> None:
-        try:
-            while data := src.recv(65536):
-                dst.sendall(data)
-            dst.shutdown(socket.SHUT_WR)
-        except OSError:
-            pass
 
 
 @pytest.fixture
