@@ -185,7 +185,7 @@ class Run:
             return result
         assert isinstance(result, Placement), result
         assert result.host in feasible
-        score = oracle.binpack_score if self.strategy is Strategy.BINPACK else oracle.spread_score
+        score = oracle.balanced_score if self.strategy is Strategy.BINPACK else oracle.spread_score
         best = max(score(request, by_host[h]) for h in feasible)
         assert score(request, by_host[result.host]) >= best - 1e-9
         assert result.ports == oracle.expected_ports(request, by_host[result.host])
