@@ -19,8 +19,10 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 
 from .checkers import BoolArray, ClusterState, FloatArray, IntArray
 from .plan import Strategy
@@ -45,10 +47,17 @@ SKEW_TOLERANCE = 0.5
 BALANCE_WEIGHT = 12.0
 
 
+def gather(values: npt.NDArray[Any], idx: IntArray | None) -> npt.NDArray[Any]:
+    """A fresh copy of ``values`` at ``idx``; ``None`` means every node (a plain copy, which
+    costs a fraction of a ``take`` over ``arange(n)``)."""
+    return values.copy() if idx is None else values.take(idx)
+
+
 def utilisation_after(
-    state: ClusterState, need: Sequence[float], idx: IntArray
+    state: ClusterState, need: Sequence[float], idx: IntArray | None
 ) -> tuple[FloatArray, FloatArray, FloatArray]:
-    """For the nodes ``idx``: (cpus fraction, mem fraction, dominant fraction) after placing
+    """For the nodes ``idx`` (``None``: every node): (cpus fraction, mem fraction, dominant
+    fraction) after placing
     a task needing ``need`` (length 4, ``DIMENSIONS`` order). The dominant fraction is
     clipped to at most 1 (a fit within EPSILON may overshoot by a hair).
 
@@ -56,15 +65,16 @@ def utilisation_after(
     in ``state.dominant_used``, so the cost is a few vector operations per requested
     dimension over ``len(idx)`` nodes. The arrays are fresh: callers may modify them.
     """
-    dominant = state.dominant_used.take(idx)
+    dominant = gather(state.dominant_used, idx)
     rows: list[FloatArray] = []
     for d in range(4):
         amount = float(need[d])
         if amount <= 0 and d >= 2:
             continue
-        row = state.used_fraction[d].take(idx)
+        row = gather(state.used_fraction[d], idx)
         if amount > 0:
-            row += state.share(d, amount).take(idx)
+            share = state.share(d, amount)
+            row += share if idx is None else share.take(idx)
             np.maximum(dominant, row, out=dominant)
         rows.append(row)
     np.minimum(dominant, 1.0, out=dominant)
@@ -96,9 +106,11 @@ class Ranker(ABC):
     name: str
 
     @abstractmethod
-    def scores_at(self, state: ClusterState, need: Sequence[float], idx: IntArray) -> FloatArray:
-        """Scores (0..100) of the nodes ``idx`` for a task needing ``need`` (length 4,
-        ``DIMENSIONS`` order)."""
+    def scores_at(
+        self, state: ClusterState, need: Sequence[float], idx: IntArray | None
+    ) -> FloatArray:
+        """Scores (0..100) of the nodes ``idx`` (``None``: every node) for a task needing
+        ``need`` (length 4, ``DIMENSIONS`` order)."""
 
     @abstractmethod
     def score_of(self, state: ClusterState, need: Sequence[float], i: int) -> float:
@@ -107,7 +119,7 @@ class Ranker(ABC):
     def scores(self, state: ClusterState, need: Sequence[float]) -> FloatArray:
         """Score of every node, hostname order, 0..100. Infeasible nodes get a score too;
         it means nothing and :meth:`select` ignores it."""
-        return self.scores_at(state, need, np.arange(state.n, dtype=np.intp))
+        return self.scores_at(state, need, None)
 
     def select(
         self, state: ClusterState, need: Sequence[float], feasible: BoolArray
@@ -147,7 +159,9 @@ class BinPack(Ranker):
     _STRANDED_FACTOR = -STRANDING_WEIGHT * _SCALE
     _OFFSET = 50.0 + STRANDING_WEIGHT * _SCALE
 
-    def scores_at(self, state: ClusterState, need: Sequence[float], idx: IntArray) -> FloatArray:
+    def scores_at(
+        self, state: ClusterState, need: Sequence[float], idx: IntArray | None
+    ) -> FloatArray:
         cpus, mem, dominant = utilisation_after(state, need, idx)
         empty = 1.0 - dominant
         empty *= 50.0
@@ -158,7 +172,7 @@ class BinPack(Ranker):
         dominant *= self._SCALE
         score += dominant
         score += self._OFFSET
-        return np.where(state.occupied.take(idx), score, empty)
+        return np.where(gather(state.occupied, idx), score, empty)
 
     def score_of(self, state: ClusterState, need: Sequence[float], i: int) -> float:
         cpus, mem, dominant = utilisation_after_one(state, need, i)
@@ -172,7 +186,9 @@ class Spread(Ranker):
 
     name = "spread"
 
-    def scores_at(self, state: ClusterState, need: Sequence[float], idx: IntArray) -> FloatArray:
+    def scores_at(
+        self, state: ClusterState, need: Sequence[float], idx: IntArray | None
+    ) -> FloatArray:
         _, _, dominant = utilisation_after(state, need, idx)
         score = np.subtract(1.0, dominant, out=dominant)
         score *= 100.0
@@ -216,10 +232,12 @@ class Balanced(Ranker):
     _LOW, _HIGH = SKEW_BAND
     _HALF_TOLERANCE = SKEW_TOLERANCE / 2.0
 
-    def scores_at(self, state: ClusterState, need: Sequence[float], idx: IntArray) -> FloatArray:
+    def scores_at(
+        self, state: ClusterState, need: Sequence[float], idx: IntArray | None
+    ) -> FloatArray:
         cpus, mem, dominant = utilisation_after(state, need, idx)
-        cpus0 = state.used_fraction[0].take(idx)
-        mem0 = state.used_fraction[1].take(idx)
+        cpus0 = gather(state.used_fraction[0], idx)
+        mem0 = gather(state.used_fraction[1], idx)
         # tol = ((cpus - cpus0) + (mem - mem0)) * HALF_TOLERANCE; the order of operations
         # matches score_of, so the two stay bit-identical.
         tol = cpus - cpus0
@@ -236,7 +254,8 @@ class Balanced(Ranker):
         skew = free_mem < free_cpus * self._LOW - tol
         skew |= free_mem > free_cpus * self._HIGH + tol
         skew &= worse
-        skew &= state.occupied.take(idx)
+        occupied = gather(state.occupied, idx)
+        skew &= occupied
         good = level * BALANCE_WEIGHT
         good += dominant
         good *= self._SCALE
@@ -244,7 +263,7 @@ class Balanced(Ranker):
         empty = np.subtract(1.0, dominant, out=dominant)
         empty *= 25.0
         empty += 25.0
-        score = np.where(state.occupied.take(idx), good, empty)
+        score = np.where(occupied, good, empty)
         if skew.any():
             np.maximum(level, 0.0, out=level)
             level *= 25.0
