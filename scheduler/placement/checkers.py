@@ -237,6 +237,12 @@ class ClusterState:
                 self._take_ports(i, t.ports)
             for i in np.unique(idx).tolist():
                 self._refresh_node(i)
+        # Python mirrors of node i's free amounts, used fractions and task count, so reserve
+        # and release do their scalar arithmetic on floats; the arrays above get only writes.
+        # The same IEEE operations on the same values: the two stay identical.
+        self._free_of: list[list[float]] = self.free.T.tolist()
+        self._used_of: list[list[float]] = self.used_fraction.T.tolist()
+        self._tasks_of: list[int] = self.tasks_on_node.tolist()
         # Set only here: placements never push free below -EPSILON, so a dimension that starts
         # non-negative stays so and a zero request on it needs no check at all.
         self.overcommitted: tuple[bool, ...] = tuple(
@@ -310,15 +316,13 @@ class ClusterState:
 
     def reserve(self, i: int, app_id: str, resources: Resources, ports: Sequence[int]) -> None:
         """Book ``resources`` and ``ports`` on node ``i`` for one task of ``app_id``."""
-        self._add_resources(i, resources, -1.0)
+        self._book(i, resources, -1.0, 1)
         self.touched.append(i)
-        self.tasks_on_node[i] += 1
         self._take_ports(i, ports)
         a = self.app(app_id)
         a.order.append(i)
         for name, counts in a.per_field.items():
             counts[self._fields[name].codes[i]] += 1
-        self._refresh_node(i)
 
     def unreserve(self, i: int, app_id: str, resources: Resources, ports: Sequence[int]) -> None:
         """Undo one :meth:`reserve` of ``app_id`` on node ``i``.
@@ -334,17 +338,31 @@ class ClusterState:
         a.order.remove(i)
         for name, counts in a.per_field.items():
             counts[self._fields[name].codes[i]] -= 1
-        self._add_resources(i, resources, 1.0)
+        self._book(i, resources, 1.0, -1)
         self.touched.append(i)
-        self.tasks_on_node[i] -= 1
         self._give_ports(i, ports)
-        self._refresh_node(i)
 
-    def _add_resources(self, i: int, r: Resources, sign: float) -> None:
-        free = self.free
+    def _book(self, i: int, r: Resources, sign: float, tasks: int) -> None:
+        """Add ``sign`` times ``r`` to node ``i``'s free resources and ``tasks`` to its task
+        count, and bring its used fractions, dominant utilisation and occupancy up to date.
+        Only the dimensions ``r`` asks for change; the others keep their fractions."""
+        free = self._free_of[i]
+        used = self._used_of[i]
+        cap = self._capacity_of[i]
+        inv = self.inverse_capacity_of[i]
         for d, amount in enumerate((r.cpus, r.mem, r.disk, r.gpus)):
             if amount:
-                free[d, i] += sign * amount
+                f = free[d] + sign * amount
+                free[d] = f
+                self.free[d, i] = f
+                u = (cap[d] - f) * inv[d]
+                used[d] = u
+                self.used_fraction[d, i] = u
+        self.dominant_used[i] = max(0.0, used[0], used[1], used[2], used[3])
+        count = self._tasks_of[i] + tasks
+        self._tasks_of[i] = count
+        self.tasks_on_node[i] = count
+        self.occupied[i] = count > 0
 
     def _refresh_node(self, i: int) -> None:
         cap = self._capacity_of[i]

@@ -158,6 +158,8 @@ class Placer:
         if count < 0:
             raise ValueError(f"count must be >= 0, got {count}")
         plan = self._plan(request)
+        if not plan.shared and not plan.group_by:
+            return self._place_local(plan, count)
         placed: list[Placement] = []
         for _ in range(count):
             result = self._place(plan)
@@ -231,10 +233,41 @@ class Placer:
         chosen = int(ranked.argmax()) if state.n else 0
         if state.n == 0 or not feasible[chosen]:
             return self._summary(plan)
+        return self._commit(plan, chosen)
+
+    def _commit(self, plan: _Plan, chosen: int) -> Placement:
+        state = self._state
         request = plan.request
         ports = state.choose_ports(chosen, request.ports)
         state.reserve(chosen, request.app_id, request.resources, ports)
         return Placement(host=state.hostnames[chosen], ports=ports)
+
+    def _place_local(
+        self, plan: _Plan, count: int
+    ) -> tuple[list[Placement], RejectionSummary | None]:
+        """``place_many`` for a request whose only stages are node-local (no constraint that
+        reads other nodes): each placement changes one node's feasibility and score, so the
+        ranked array is built once and then patched at that node, instead of being rebuilt
+        over every node per placement. Same answers as ``_place`` in a loop."""
+        state = self._state
+        placed: list[Placement] = []
+        if state.n == 0:
+            return placed, (self._summary(plan) if count else None)
+        ranked: FloatArray | None = None
+        chosen = 0
+        for _ in range(count):
+            feasible = self._local_mask(plan)
+            scores = self._node_scores(plan)
+            if ranked is None:
+                ranked = np.where(feasible, scores, -1.0)
+            else:
+                # Only the node placed on last changed since the previous round.
+                ranked[chosen] = scores[chosen] if feasible[chosen] else -1.0
+            chosen = int(ranked.argmax())
+            if not feasible[chosen]:
+                return placed, self._summary(plan)
+            placed.append(self._commit(plan, chosen))
+        return placed, None
 
     def _feasible(self, plan: _Plan) -> BoolArray:
         """Nodes passing every stage (a new array, or the plan's own local mask: read only).
