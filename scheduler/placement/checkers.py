@@ -238,11 +238,12 @@ class ClusterState:
             for i in np.unique(idx).tolist():
                 self._refresh_node(i)
         # Python mirrors of node i's free amounts, used fractions and task count, so reserve
-        # and release do their scalar arithmetic on floats; the arrays above get only writes.
-        # The same IEEE operations on the same values: the two stay identical.
-        self._free_of: list[list[float]] = self.free.T.tolist()
-        self._used_of: list[list[float]] = self.used_fraction.T.tolist()
-        self._tasks_of: list[int] = self.tasks_on_node.tolist()
+        # and release do their scalar arithmetic on floats and the per-node paths (admits,
+        # score_of) read floats instead of numpy scalars; the arrays above get only writes.
+        # The same IEEE operations on the same values: the two stay identical. Read only.
+        self.free_of: list[list[float]] = self.free.T.tolist()
+        self.used_of: list[list[float]] = self.used_fraction.T.tolist()
+        self.tasks_of: list[int] = self.tasks_on_node.tolist()
         # Set only here: placements never push free below -EPSILON, so a dimension that starts
         # non-negative stays so and a zero request on it needs no check at all.
         self.overcommitted: tuple[bool, ...] = tuple(
@@ -346,8 +347,8 @@ class ClusterState:
         """Add ``sign`` times ``r`` to node ``i``'s free resources and ``tasks`` to its task
         count, and bring its used fractions, dominant utilisation and occupancy up to date.
         Only the dimensions ``r`` asks for change; the others keep their fractions."""
-        free = self._free_of[i]
-        used = self._used_of[i]
+        free = self.free_of[i]
+        used = self.used_of[i]
         cap = self._capacity_of[i]
         inv = self.inverse_capacity_of[i]
         for d, amount in enumerate((r.cpus, r.mem, r.disk, r.gpus)):
@@ -359,8 +360,8 @@ class ClusterState:
                 used[d] = u
                 self.used_fraction[d, i] = u
         self.dominant_used[i] = max(0.0, used[0], used[1], used[2], used[3])
-        count = self._tasks_of[i] + tasks
-        self._tasks_of[i] = count
+        count = self.tasks_of[i] + tasks
+        self.tasks_of[i] = count
         self.tasks_on_node[i] = count
         self.occupied[i] = count > 0
 
@@ -518,7 +519,7 @@ class ResourceFit(Checker):
         return fits
 
     def admits(self, state: ClusterState, i: int) -> bool:
-        return bool(state.free[self.dimension, i] >= self._threshold)
+        return state.free_of[i][self.dimension] >= self._threshold
 
     def trivial(self, state: ClusterState) -> bool:
         return self.amount <= 0 and not state.overcommitted[self.dimension]

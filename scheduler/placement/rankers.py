@@ -85,14 +85,15 @@ def utilisation_after_one(
     state: ClusterState, need: Sequence[float], i: int
 ) -> tuple[float, float, float]:
     """:func:`utilisation_after` for the single node ``i``, bit-identical."""
-    dominant = float(state.dominant_used[i])
+    used = state.used_of[i]
+    dominant = max(0.0, used[0], used[1], used[2], used[3])  # == state.dominant_used[i]
     inverse = state.inverse_capacity_of[i]
     rows: list[float] = []
     for d in range(4):
         amount = float(need[d])
         if amount <= 0 and d >= 2:
             continue
-        row = float(state.used_fraction[d, i])
+        row = used[d]
         if amount > 0:
             row = row + inverse[d] * amount
             dominant = max(dominant, row)
@@ -176,7 +177,7 @@ class BinPack(Ranker):
 
     def score_of(self, state: ClusterState, need: Sequence[float], i: int) -> float:
         cpus, mem, dominant = utilisation_after_one(state, need, i)
-        if not state.occupied[i]:
+        if not state.tasks_of[i]:
             return (1.0 - dominant) * 50.0
         return abs(cpus - mem) * self._STRANDED_FACTOR + dominant * self._SCALE + self._OFFSET
 
@@ -272,10 +273,9 @@ class Balanced(Ranker):
 
     def score_of(self, state: ClusterState, need: Sequence[float], i: int) -> float:
         cpus, mem, dominant = utilisation_after_one(state, need, i)
-        if not state.occupied[i]:
+        if not state.tasks_of[i]:
             return (1.0 - dominant) * 25.0 + 25.0
-        cpus0 = float(state.used_fraction[0, i])
-        mem0 = float(state.used_fraction[1, i])
+        cpus0, mem0 = state.used_of[i][0], state.used_of[i][1]
         tol = ((cpus - cpus0) + (mem - mem0)) * self._HALF_TOLERANCE
         stranded = abs(cpus - mem)
         level = 1.0 - stranded
