@@ -78,6 +78,7 @@ class FieldIndex:
     code_of: dict[str, int]
     identity: bool
     _static: dict[tuple[str, str], BoolArray] = field(default_factory=dict)
+    _nodes_of: dict[int, IntArray] = field(default_factory=dict)
 
     @property
     def missing(self) -> int:
@@ -90,6 +91,16 @@ class FieldIndex:
         if self.identity:
             return per_value[: len(self.codes)]
         return per_value.take(self.codes)
+
+    def nodes_with(self, code: int) -> IntArray:
+        """Indices of the nodes whose value has ``code`` (cached; do not mutate)."""
+        if self.identity:
+            return np.array([code], dtype=np.intp)
+        nodes = self._nodes_of.get(code)
+        if nodes is None:
+            nodes = np.flatnonzero(self.codes == code)
+            self._nodes_of[code] = nodes
+        return nodes
 
     def has_field(self) -> BoolArray:
         """Nodes that have the field (cached; do not mutate)."""
@@ -564,6 +575,12 @@ class ConstraintChecker(Checker):
     ``Constraint.describe()``, and the field encoding looked up per call (it is cached)."""
 
     reason = CONSTRAINT_REASON
+    # What placing a task can do to this stage's mask, for Placer.place_many's patching:
+    # ``static`` stages never change (they read node attributes only); ``limit`` stages
+    # (UNIQUE, MAX_PER) reject every node of a value once the app holds ``limit`` tasks
+    # there, and change nothing else. Neither: the mask may change anywhere.
+    static: bool = False
+    limit: int | None = None
 
     def __init__(self, constraint: Constraint) -> None:
         self.constraint = constraint
@@ -574,12 +591,16 @@ class ConstraintChecker(Checker):
 class UniqueChecker(ConstraintChecker):
     """UNIQUE: the node's value holds no task of the app yet."""
 
+    limit = 1
+
     def mask(self, state: ClusterState, app_id: str, others: BoolArray | None) -> BoolArray:
         return _per_value_limit(state, app_id, self.field, 1)
 
 
 class MaxPerChecker(ConstraintChecker):
     """MAX_PER n: the node's value holds fewer than n tasks of the app."""
+
+    limit: int
 
     def __init__(self, constraint: Constraint) -> None:
         super().__init__(constraint)
@@ -598,6 +619,11 @@ class ClusterChecker(ConstraintChecker):
     value. Releasing tasks can move the pin to the next-oldest task's value, and releasing
     them all frees it.
     """
+
+    def __init__(self, constraint: Constraint) -> None:
+        super().__init__(constraint)
+        # With a value it is a fixed attribute test; without, the first task pins the value.
+        self.static = bool(constraint.value)
 
     def mask(self, state: ClusterState, app_id: str, others: BoolArray | None) -> BoolArray:
         fi = state.field_index(self.field)
@@ -650,6 +676,8 @@ class GroupByChecker(ConstraintChecker):
 class LikeChecker(ConstraintChecker):
     """LIKE regex: the field fully matches; a node lacking the field fails."""
 
+    static = True
+
     def __init__(self, constraint: Constraint) -> None:
         super().__init__(constraint)
         self.pattern = constraint.pattern
@@ -667,6 +695,8 @@ class UnlikeChecker(LikeChecker):
 
 class IsChecker(ConstraintChecker):
     """IS value: the field is exactly value."""
+
+    static = True
 
     def mask(self, state: ClusterState, app_id: str, others: BoolArray | None) -> BoolArray:
         return state.field_index(self.field).equals(self.constraint.value or "")

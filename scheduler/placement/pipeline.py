@@ -38,7 +38,15 @@ import numpy as np
 
 from scheduler.model.resources import Resources
 
-from .checkers import BoolArray, Checker, ClusterState, FloatArray, checkers_for, resource_vector
+from .checkers import (
+    BoolArray,
+    Checker,
+    ClusterState,
+    ConstraintChecker,
+    FloatArray,
+    checkers_for,
+    resource_vector,
+)
 from .plan import (
     ClusterSnapshot,
     PlacedTask,
@@ -105,6 +113,16 @@ class _Plan:
     local_mask: BoolArray | None = None
     seen: int = 0
 
+    @property
+    def burst(self) -> bool:
+        """Whether a placement changes this request's feasibility only at the node placed on
+        and, for counting constraints, at the nodes sharing its value: no GROUP_BY, and
+        every other constraint stage static or per-value counting."""
+        return not self.group_by and all(
+            isinstance(s, ConstraintChecker) and (s.static or s.limit is not None)
+            for s in self.shared
+        )
+
 
 def placed_task(request: PlacementRequest, placement: Placement) -> PlacedTask:
     """The task a successful placement of ``request`` holds (what :meth:`Placer.release`
@@ -158,8 +176,8 @@ class Placer:
         if count < 0:
             raise ValueError(f"count must be >= 0, got {count}")
         plan = self._plan(request)
-        if not plan.shared and not plan.group_by:
-            return self._place_local(plan, count)
+        if plan.burst:
+            return self._place_burst(plan, count)
         placed: list[Placement] = []
         for _ in range(count):
             result = self._place(plan)
@@ -242,29 +260,44 @@ class Placer:
         state.reserve(chosen, request.app_id, request.resources, ports)
         return Placement(host=state.hostnames[chosen], ports=ports)
 
-    def _place_local(
+    def _place_burst(
         self, plan: _Plan, count: int
     ) -> tuple[list[Placement], RejectionSummary | None]:
-        """``place_many`` for a request whose only stages are node-local (no constraint that
-        reads other nodes): each placement changes one node's feasibility and score, so the
-        ranked array is built once and then patched at that node, instead of being rebuilt
-        over every node per placement. Same answers as ``_place`` in a loop."""
+        """``place_many`` for a request whose stages a placement changes predictably (see
+        ``_Plan.burst``): the ranked array is built once and then patched where the last
+        placement changed it, instead of being rebuilt over every node per placement. Same
+        answers as ``_place`` in a loop (the property tests hold the two equal)."""
         state = self._state
+        app_id = plan.request.app_id
+        counted = [
+            (s.limit, s.field, state.field_index(s.field))
+            for s in plan.shared
+            if isinstance(s, ConstraintChecker) and s.limit is not None
+        ]
         placed: list[Placement] = []
-        if state.n == 0:
-            return placed, (self._summary(plan) if count else None)
-        ranked: FloatArray | None = None
+        if count == 0:
+            return placed, None
+        feasible = self._feasible(plan).copy()
+        ranked = np.where(feasible, self._node_scores(plan), -1.0)
         chosen = 0
-        for _ in range(count):
-            feasible = self._local_mask(plan)
-            scores = self._node_scores(plan)
-            if ranked is None:
-                ranked = np.where(feasible, scores, -1.0)
-            else:
-                # Only the node placed on last changed since the previous round.
-                ranked[chosen] = scores[chosen] if feasible[chosen] else -1.0
-            chosen = int(ranked.argmax())
-            if not feasible[chosen]:
+        for k in range(count):
+            if k:
+                # Only the node placed on last changed its resources, ports and score...
+                local = self._local_mask(plan)
+                scores = self._node_scores(plan)
+                ok = bool(local[chosen])
+                # ... and a counting constraint may have filled that node's value.
+                for limit, name, fi in counted:
+                    code = int(fi.codes[chosen])
+                    if state.value_counts(app_id, name)[code] >= limit:
+                        full = fi.nodes_with(code)
+                        feasible[full] = False
+                        ranked[full] = -1.0
+                        ok = False
+                feasible[chosen] = ok
+                ranked[chosen] = scores[chosen] if ok else -1.0
+            chosen = int(ranked.argmax()) if state.n else 0
+            if state.n == 0 or not feasible[chosen]:
                 return placed, self._summary(plan)
             placed.append(self._commit(plan, chosen))
         return placed, None
