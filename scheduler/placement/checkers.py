@@ -393,7 +393,10 @@ class ClusterState:
 
     def in_port_ranges(self, i: int, port: int) -> bool:
         """Whether ``port`` lies inside one of node ``i``'s ranges."""
-        return any(lo <= port <= hi for lo, hi in self.port_ranges[i])
+        for lo, hi in self.port_ranges[i]:  # noqa: SIM110 - a loop: no generator per call
+            if lo <= port <= hi:
+                return True
+        return False
 
     def _take_ports(self, i: int, ports: Iterable[int]) -> None:
         used = self.used_ports[i]
@@ -451,10 +454,10 @@ class ClusterState:
         deterministic). The caller has checked feasibility; an impossible choice raises
         ``ValueError`` rather than handing out a port twice.
         """
-        wanted = sum(1 for p in slots if p == 0)
+        wanted = list(slots).count(0)
         if wanted == 0:
             return tuple(slots)
-        fixed = {p for p in slots if p != 0}
+        fixed = {p for p in slots if p != 0} if wanted < len(slots) else set()
         used = self.used_ports[i]
         hint = self._port_hint[i]
         chosen: list[int] = []
@@ -472,6 +475,8 @@ class ClusterState:
             raise ValueError(f"node {self.hostnames[i]!r} has fewer than {wanted} free ports")
         # Every in-range port below the last chosen one is now used or chosen.
         self._port_hint[i] = chosen[-1] + 1
+        if wanted == len(slots):
+            return tuple(chosen)
         it = iter(chosen)
         return tuple(next(it) if p == 0 else p for p in slots)
 
@@ -663,7 +668,12 @@ class GroupByChecker(ConstraintChecker):
             raise ValueError("GROUP_BY needs the mask of the other stages")
         nv = len(fi.values)
         # Values with at least one node that passes everything else.
-        roomy = others if fi.identity else np.bincount(fi.codes[others], minlength=nv + 1)[:nv] > 0
+        # (bincount with weights reads every node once, cheaper than gathering codes[others].)
+        roomy = (
+            others
+            if fi.identity
+            else np.bincount(fi.codes, weights=others, minlength=nv + 1)[:nv] > 0
+        )
         if not roomy.any():
             return np.zeros(state.n, dtype=np.bool_)
         least = counts[:nv][roomy].min()
