@@ -279,13 +279,28 @@ class Placer:
             return placed, None
         feasible = self._feasible(plan).copy()
         ranked = np.where(feasible, self._node_scores(plan), -1.0)
+        # Both caches are current now and each placement below adds one entry to
+        # state.touched (its own node), so they are patched here directly: the single-change
+        # paths of _local_mask and _node_scores, inlined.
+        local = plan.local_mask
+        assert local is not None  # set by _feasible above
+        entry = self._scores[plan.shape]
+        stages = plan.local
+        ranker, shape, touched = self._ranker, plan.shape, state.touched
         chosen = 0
         for k in range(count):
             if k:
                 # Only the node placed on last changed its resources, ports and score...
-                local = self._local_mask(plan)
-                scores = self._node_scores(plan)
-                ok = bool(local[chosen])
+                ok = True
+                for stage in stages:
+                    if not stage.admits(state, chosen):
+                        ok = False
+                        break
+                local[chosen] = ok
+                plan.seen = len(touched)
+                score = ranker.score_of(state, shape, chosen)
+                entry.values[chosen] = score
+                entry.seen = len(touched)
                 # ... and a counting constraint may have filled that node's value.
                 for limit, name, fi in counted:
                     code = int(fi.codes[chosen])
@@ -295,7 +310,7 @@ class Placer:
                         ranked[full] = -1.0
                         ok = False
                 feasible[chosen] = ok
-                ranked[chosen] = scores[chosen] if ok else -1.0
+                ranked[chosen] = score if ok else -1.0
             chosen = int(ranked.argmax()) if state.n else 0
             if state.n == 0 or not feasible[chosen]:
                 return placed, self._summary(plan)
