@@ -57,7 +57,7 @@ from .plan import (
     StageCount,
     Strategy,
 )
-from .rankers import ranker_for
+from .rankers import Ranker, ranker_for
 
 # Compiled requests kept per Placer. A Placer lives for one reconcile pass and sees a few
 # distinct requests per app; the bound only protects against a caller that never repeats.
@@ -145,12 +145,19 @@ class Placer:
     nodes are ignored. Deterministic: the same snapshot and the same calls give the same
     answers (no clocks, no randomness, ties broken by hostname).
 
-    Raises ``ValueError`` when the snapshot lists a hostname twice.
+    ``ranker`` overrides the strategy's ranker (to compare rankers on one workload, as
+    bench/placement.py does). Raises ``ValueError`` when the snapshot lists a hostname twice.
     """
 
-    def __init__(self, snapshot: ClusterSnapshot, strategy: Strategy = Strategy.BINPACK) -> None:
+    def __init__(
+        self,
+        snapshot: ClusterSnapshot,
+        strategy: Strategy = Strategy.BINPACK,
+        *,
+        ranker: Ranker | None = None,
+    ) -> None:
         self._state = ClusterState(snapshot)
-        self._ranker = ranker_for(strategy)
+        self._ranker = ranker if ranker is not None else ranker_for(strategy)
         self._plans: dict[PlacementRequest, _Plan] = {}
         self._scores: dict[tuple[float, ...], _Scores] = {}
 
