@@ -272,10 +272,27 @@ class Balanced(Ranker):
         return score
 
     def score_of(self, state: ClusterState, need: Sequence[float], i: int) -> float:
-        cpus, mem, dominant = utilisation_after_one(state, need, i)
+        # utilisation_after_one inlined (this runs once per placement): the same operations.
+        used = state.used_of[i]
+        inverse = state.inverse_capacity_of[i]
+        cpus0, mem0 = used[0], used[1]
+        dominant = max(0.0, cpus0, mem0, used[2], used[3])
+        cpus, mem = cpus0, mem0
+        amount = need[0]
+        if amount > 0:
+            cpus = cpus0 + inverse[0] * amount
+            dominant = max(dominant, cpus)
+        amount = need[1]
+        if amount > 0:
+            mem = mem0 + inverse[1] * amount
+            dominant = max(dominant, mem)
+        for d in (2, 3):
+            amount = need[d]
+            if amount > 0:
+                dominant = max(dominant, used[d] + inverse[d] * amount)
+        dominant = min(dominant, 1.0)
         if not state.tasks_of[i]:
             return (1.0 - dominant) * 25.0 + 25.0
-        cpus0, mem0 = state.used_of[i][0], state.used_of[i][1]
         tol = ((cpus - cpus0) + (mem - mem0)) * self._HALF_TOLERANCE
         stranded = abs(cpus - mem)
         level = 1.0 - stranded
