@@ -1,6 +1,6 @@
 """Ranking: score feasible nodes 0..100 and pick the best.
 
-Both rankers start from a node's *utilisation after placement*: per dimension, the fraction of
+Every ranker starts from a node's *utilisation after placement*: per dimension, the fraction of
 the node's capacity in use if the task landed there (dimensions a node does not have count as
 0). The *dominant* utilisation is the maximum over dimensions, dominant-resource style: a node
 whose memory is full is full, however many cpus sit idle.
