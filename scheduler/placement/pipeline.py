@@ -27,7 +27,11 @@ redoing whole-cluster work: node-local stages (resources, ports) and ranker scor
 on each node's own state, so a compiled request keeps their arrays and refreshes just the
 nodes touched since it last ran (``ClusterState.touched``), falling back to a full vector
 recomputation when many nodes changed. Constraint stages depend on other nodes (per-value
-counts) and are always evaluated in full.
+counts) and are evaluated in full per placement, except inside ``place_many``: when every
+constraint of the request is static (IS, LIKE, UNLIKE, CLUSTER value) or a per-value limit
+(UNIQUE, MAX_PER), a placement changes feasibility only at its own node and, once a value is
+full, at that value's nodes, so the burst patches its ranked array there instead of
+rebuilding it over every node (``Placer._place_burst``).
 """
 
 from __future__ import annotations
