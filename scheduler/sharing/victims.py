@@ -15,8 +15,8 @@ The rules (each one a test in ``tests/sharing/test_victims.py``):
   first (highest priority, oldest), while the request still fits: the victims left are the
   lowest-priority set that suffices (the Kubernetes scheduler's method). Preferred victims:
   reclaimable borrowed tasks first, then lowest priority, then youngest.
-- Across nodes: the fewest victims, then the lowest highest-victim priority, then the lowest
-  priority sum, then hostname.
+- Across nodes: the fewest victims, then the fewest not on borrowed capacity, then the
+  lowest highest-victim priority, then the lowest priority sum, then hostname.
 - The chosen node is verified with the placement pipeline itself (constraints, ports) on a
   snapshot without the victims; a node that still cannot take the request is skipped. No
   victims are proposed when no node would take the request afterwards.
@@ -90,6 +90,7 @@ class _Unit:
 
     tasks: tuple[RunningTask, ...]
     kind: PreemptionKind
+    borrowed: bool
     priority: int
     newest: float
 
@@ -102,8 +103,7 @@ class _Unit:
 
     def order(self) -> tuple[int, int, float, str]:
         """Sort key: most preferred victim first."""
-        reclaim_first = 0 if self.kind is PreemptionKind.RECLAIM else 1
-        return (reclaim_first, self.priority, -self.newest, self.tasks[0].id)
+        return (0 if self.borrowed else 1, self.priority, -self.newest, self.tasks[0].id)
 
 
 def _units(
@@ -127,6 +127,7 @@ def _units(
         unit = _Unit(
             tasks=tuple(sorted(members, key=lambda t: t.id)),
             kind=kind,
+            borrowed=any(t.id in borrowed for t in members),
             priority=max(t.priority for t in members),
             newest=max(t.started_at.timestamp() for t in members),
         )
@@ -176,7 +177,7 @@ def choose_victims(
     request really fits on ``host`` once ``victims`` are gone."""
     units_by_host = _units(preemptor, running, borrowed, exclude)
     need = request.resources
-    options: list[tuple[tuple[int, int, int, str], str, list[_Unit]]] = []
+    options: list[tuple[tuple[int, int, int, int, str], str, list[_Unit]]] = []
     for node in nodes:
         units = units_by_host.get(node.hostname)
         if not units:
@@ -185,9 +186,11 @@ def choose_victims(
         if not chosen:
             continue
         count = sum(len(u.tasks) for u in chosen)
+        # Borrowed capacity is given back before anyone's guaranteed share is touched.
+        guaranteed = sum(len(u.tasks) for u in chosen if not u.borrowed)
         top = max(u.priority for u in chosen)
         total = sum(u.priority * len(u.tasks) for u in chosen)
-        options.append(((count, top, total, node.hostname), node.hostname, chosen))
+        options.append(((count, guaranteed, top, total, node.hostname), node.hostname, chosen))
     options.sort(key=lambda o: o[0])
     for _, host, chosen in options:
         victims = tuple(
