@@ -55,3 +55,33 @@ def test_gang_size() -> None:
 def test_names_and_teams() -> None:
     assert priority_name(500) == "service" and priority_name(450) == "450"
     assert team_of_app("/ml/train/a") == "ml" and team_of_app("/web") == "web"
+
+
+def test_job_sharing_fields_are_optional_and_written_back_only_when_set() -> None:
+    from scheduler.model.job import parse_job
+    from scheduler.model.resources import Resources
+
+    plain = parse_job({"name": "etl", "command": "true", "schedule": "R/2026-01-01T00:00:00Z/PT1H"})
+    out = plain.to_chronos()
+    assert not {"priority", "gangSize", "team", "gpus"} & out.keys()
+    assert job_priority(plain.priority) == BATCH
+    train = parse_job({"name": "train", "command": "true",
+                       "schedule": "R/2026-01-01T00:00:00Z/PT1H", "priority": "service",
+                       "gangSize": 8, "team": "ml", "gpus": 2})
+    assert job_priority(train.priority) == SERVICE
+    assert train.resources == Resources(0.1, 128, 256, 2)
+    assert train.to_chronos()["gangSize"] == 8
+
+
+def test_bad_job_and_app_sharing_values_are_422_with_paths() -> None:
+    from scheduler.model.app import parse_app
+    from scheduler.model.job import parse_job
+    from scheduler.model.validation import SpecError
+
+    with pytest.raises(SpecError) as e:
+        parse_job({"name": "t", "command": "true", "schedule": "R/2026-01-01T00:00:00Z/PT1H",
+                   "priority": "urgent", "gangSize": 0})
+    assert {p for p, _ in e.value.details} == {"/priority", "/gangSize"}
+    with pytest.raises(SpecError) as e2:
+        parse_app({"id": "/ml/x", "cmd": "true", "labels": {"dromos.io/priority": "urgent"}})
+    assert [p for p, _ in e2.value.details] == ["/labels/dromos.io~1priority"]

@@ -114,7 +114,8 @@ def test_victims_carry_their_grace_and_why() -> None:
     choice = _choose({"n1": 2}, [running("b1", "n1", cpus=2, grace=45.0)], 2)
     assert isinstance(choice, VictimChoice)
     (v,) = choice.victims
-    assert (v.task_id, v.host, v.grace_seconds, v.kind) == ("b1", "n1", 45.0, PreemptionKind.PRIORITY)
+    assert (v.task_id, v.host, v.grace_seconds) == ("b1", "n1", 45.0)
+    assert v.kind is PreemptionKind.PRIORITY
     assert choice.host == "n1"
 
 
