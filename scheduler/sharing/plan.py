@@ -17,7 +17,7 @@ from scheduler.model.resources import Resources
 from scheduler.placement.pipeline import Placer, placed_task
 from scheduler.placement.plan import ClusterSnapshot, PlacedTask, Placement, PlacementRequest
 
-from .gang import gang_env, gang_request, place_gang
+from .gang import gang_env, gang_request, place_gang, release
 from .gpus import assign_devices, cuda_visible_devices, whole_gpus
 from .quota import admit, borrowed_tasks, usage_by_team
 from .types import (
@@ -30,7 +30,15 @@ from .types import (
     Wait,
     WaitKind,
 )
-from .victims import NoVictims, Preemptor, VerifyFn, choose_victims, victims_detail
+from .victims import (
+    NoVictims,
+    Preemptor,
+    UnitsByHost,
+    VerifyFn,
+    candidate_units,
+    choose_victims,
+    victims_detail,
+)
 
 
 @dataclass(frozen=True)
@@ -113,6 +121,9 @@ class _Pass:
         self._no_fit: dict[tuple[PlacementRequest, int], str] = {}
         self._no_victims: set[tuple[PlacementRequest, int, str, int, bool]] = set()
         self._lowest = _lowest_priorities(running, self.borrowed)
+        self._empty: Placer | None = None
+        self._never_fits: dict[PlacementRequest, frozenset[str]] = {}
+        self._unit_cache: dict[tuple[str, int, bool, frozenset[str]], UnitsByHost] = {}
 
     def consider(self, request: PendingRequest) -> None:
         size = request.gang_size
@@ -193,24 +204,45 @@ class _Pass:
             return NoVictims("no task it may preempt")
         chosen: list[Victim] = []
         for _ in range(size + 1):
-            gone = self.victims | {v.task_id for v in chosen}
-            live = [t for t in self.running if t.id not in gone]
-            trial = Placer(ClusterSnapshot(
-                self.nodes, tuple(t.placed() for t in live) + tuple(self.extra)))
+            own = frozenset(v.task_id for v in chosen)
+            if own:  # a gang's later members: the cluster as if its earlier victims were gone
+                trial = Placer(ClusterSnapshot(self.nodes, tuple(
+                    t.placed() for t in self.running if t.id not in own) + tuple(self.extra)))
+            else:
+                trial = self.placer
             placements, summary = place_gang(trial, preq, size)
             if summary is None:
                 return chosen
             k = len(placements)
             trial.place_many(preq, k)  # the state in which member k does not fit
             before = [placed_task(preq, p) for p in placements]
-            verify = VerifyFn(self.nodes, live, [*self.extra, *before], preq)
-            choice = choose_victims(trial, preq, preemptor, self.nodes, live, self.borrowed,
-                                    verify, frozenset(gone))
+            verify = VerifyFn(self.nodes, self.running, [*self.extra, *before], preq, own)
+            units = self._units(preemptor, frozenset(self.victims) | own)
+            choice = choose_victims(trial, preq, preemptor, self.nodes, units, verify,
+                                    self._never(preq))
+            release(trial, preq, placements)
             if isinstance(choice, NoVictims):
                 self._no_victims.add(key)
                 return choice
             chosen.extend(choice.victims)
         return NoVictims("the gang does not fit even after preemption")
+
+    def _units(self, p: Preemptor, exclude: frozenset[str]) -> UnitsByHost:
+        key = (p.team, p.priority, p.borrowing, exclude)
+        units = self._unit_cache.get(key)
+        if units is None:
+            units = candidate_units(p, self.running, self.borrowed, exclude)
+            self._unit_cache[key] = units
+        return units
+
+    def _never(self, preq: PlacementRequest) -> frozenset[str]:
+        never = self._never_fits.get(preq)
+        if never is None:
+            if self._empty is None:
+                self._empty = Placer(ClusterSnapshot(self.nodes))
+            never = frozenset(r.host for r in self._empty.explain(preq))
+            self._never_fits[preq] = never
+        return never
 
     def _any_candidate(self, p: Preemptor) -> bool:
         """Cheap pre-check: does any task exist this preemptor could ever take?"""

@@ -106,13 +106,17 @@ class _Unit:
         return (0 if self.borrowed else 1, self.priority, -self.newest, self.tasks[0].id)
 
 
-def _units(
+UnitsByHost = dict[str, list["_Unit"]]
+
+
+def candidate_units(
     preemptor: Preemptor,
     running: Sequence[RunningTask],
     borrowed: frozenset[str],
     exclude: frozenset[str],
-) -> dict[str, list[_Unit]]:
-    """Eligible units by every host they hold something on."""
+) -> UnitsByHost:
+    """What ``preemptor`` may take, as units (a task, or a whole gang) by every host they
+    hold something on; ``exclude``: tasks already chosen as victims in this pass."""
     groups: dict[str, list[RunningTask]] = {}
     for t in running:
         if not t.killing and t.id not in exclude:
@@ -166,21 +170,21 @@ def choose_victims(
     request: PlacementRequest,
     preemptor: Preemptor,
     nodes: Sequence[Node],
-    running: Sequence[RunningTask],
-    borrowed: frozenset[str],
+    units_by_host: UnitsByHost,
     verify: VerifyFn,
-    exclude: frozenset[str] = frozenset(),
+    never: frozenset[str] = frozenset(),
 ) -> VictimChoice | NoVictims:
     """The core of :func:`select_victims` over an existing ``placer`` (whose free capacity
-    already counts everything placed in this pass). ``exclude``: tasks already chosen as
-    victims (a gang's earlier members). ``verify(host, victims)`` answers whether the
-    request really fits on ``host`` once ``victims`` are gone."""
-    units_by_host = _units(preemptor, running, borrowed, exclude)
+    already counts everything placed in this pass), choosing among ``units_by_host``
+    (:func:`candidate_units`). ``never``: hosts that cannot take the request even
+    when empty (see :func:`never_fits`), skipped up front. ``verify(host, victims)`` answers
+    whether the request really fits on ``host`` once ``victims`` are gone; at most
+    :data:`VERIFY_LIMIT` candidates are verified."""
     need = request.resources
     options: list[tuple[tuple[int, int, int, int, str], str, list[_Unit]]] = []
     for node in nodes:
         units = units_by_host.get(node.hostname)
-        if not units:
+        if not units or node.hostname in never:
             continue
         chosen = _on_node(need, placer.free(node.hostname), units, node.hostname)
         if not chosen:
@@ -192,7 +196,7 @@ def choose_victims(
         total = sum(u.priority * len(u.tasks) for u in chosen)
         options.append(((count, guaranteed, top, total, node.hostname), node.hostname, chosen))
     options.sort(key=lambda o: o[0])
-    for _, host, chosen in options:
+    for _, host, chosen in options[:VERIFY_LIMIT]:
         victims = tuple(
             Victim(t.id, t.host, t.owner, t.team, t.priority, t.grace_seconds, u.kind)
             for u in chosen
@@ -209,9 +213,23 @@ def choose_victims(
                      "constraints and ports")
 
 
+# Candidates verified with the full pipeline before giving up: beyond the best few, a node
+# that frees enough but breaks a counting constraint (UNIQUE, MAX_PER) rarely differs from
+# the ones already tried, and each verification costs a snapshot rebuild.
+VERIFY_LIMIT = 8
+
+
+def never_fits(nodes: Sequence[Node], request: PlacementRequest) -> frozenset[str]:
+    """Hosts that could not take ``request`` even with no task on them (static constraints,
+    capacity too small, fixed ports outside their ranges)."""
+    empty = Placer(ClusterSnapshot(tuple(nodes)))
+    return frozenset(r.host for r in empty.explain(request))
+
+
 class VerifyFn:
     """Checks a candidate with the real pipeline on a fresh snapshot: the cluster without the
-    victims (plus ``extra``, tasks placed earlier in the same pass)."""
+    victims and without ``gone`` (victims chosen before for the same request), plus ``extra``
+    (tasks placed earlier in the same pass)."""
 
     def __init__(
         self,
@@ -219,14 +237,16 @@ class VerifyFn:
         running: Sequence[RunningTask],
         extra: Sequence[PlacedTask],
         request: PlacementRequest,
+        gone: frozenset[str] = frozenset(),
     ) -> None:
         self._nodes = tuple(nodes)
         self._running = running
         self._extra = tuple(extra)
         self._request = request
+        self._gone = gone
 
     def __call__(self, host: str, victims: tuple[Victim, ...]) -> bool:
-        gone = {v.task_id for v in victims}
+        gone = self._gone | {v.task_id for v in victims}
         tasks = tuple(t.placed() for t in self._running if t.id not in gone) + self._extra
         placer = Placer(ClusterSnapshot(self._nodes, tasks))
         return isinstance(placer.place(pinned(self._request, host)), Placement)
@@ -251,7 +271,9 @@ def select_victims(
         return VictimChoice(direct.host, ())
     borrowed = borrowed_tasks(running, quotas or {})
     verify = VerifyFn(nodes, running, (), request)
-    return choose_victims(placer, request, preemptor, nodes, running, borrowed, verify)
+    units = candidate_units(preemptor, running, borrowed, frozenset())
+    return choose_victims(placer, request, preemptor, nodes, units, verify,
+                          never=never_fits(nodes, request))
 
 
 def victims_detail(preemptor: Preemptor, victims: Iterable[Victim], host: str) -> str:
