@@ -11,6 +11,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
+from scheduler.model.constraints import Operator
 from scheduler.model.node import Node
 from scheduler.model.quota import TeamQuota
 from scheduler.model.resources import Resources
@@ -118,11 +119,11 @@ class _Pass:
         self.launches: list[Launch] = []
         self.preemptions: list[Preempt] = []
         self.waits: list[Wait] = []
-        self._no_fit: dict[tuple[PlacementRequest, int], str] = {}
-        self._no_victims: set[tuple[PlacementRequest, int, str, int, bool]] = set()
+        self._no_fit: dict[tuple[PlacementRequest, int], tuple[str, int]] = {}
+        self._no_victims: set[tuple[object, int, str, int, bool]] = set()
         self._lowest = _lowest_priorities(running, self.borrowed)
         self._empty: Placer | None = None
-        self._never_fits: dict[PlacementRequest, frozenset[str]] = {}
+        self._never_fits: dict[object, frozenset[str]] = {}
         self._unit_cache: dict[tuple[str, int, bool, frozenset[str]], UnitsByHost] = {}
 
     def consider(self, request: PendingRequest) -> None:
@@ -140,14 +141,15 @@ class _Pass:
             borrowing = admission.borrowing
         preq = gang_request(request.placement) if size > 1 else request.placement
         key = (preq, size)
-        why = self._no_fit.get(key)
-        if why is None:
+        failed = self._no_fit.get(key)
+        if failed is None:
             placements, summary = place_gang(self.placer, preq, size)
             if summary is None:
                 self._launch(request, preq, placements, gpus, borrowing)
                 return
-            why = summary.describe()
-            self._no_fit[key] = why
+            failed = (summary.describe(), len(placements))
+            self._no_fit[key] = failed
+        why, fitted = failed
         waiting_on = self.inflight.get(request.id)
         if waiting_on:
             grace = max(t.grace_seconds for t in waiting_on)
@@ -159,7 +161,7 @@ class _Pass:
             self._wait(request, WaitKind.CAPACITY, f"no room: {why}")
             return
         preemptor = Preemptor(request.id, request.team, request.priority, borrowing)
-        choice = self._victims_for(preq, size, preemptor)
+        choice = self._victims_for(preq, size, preemptor, fitted)
         if isinstance(choice, NoVictims) or not choice:
             reason = choice.reason if isinstance(choice, NoVictims) else "nothing to preempt"
             self._wait(request, WaitKind.CAPACITY, f"no room: {why}; {reason}")
@@ -197,9 +199,11 @@ class _Pass:
             self.extra.append(placed_task(preq, p))
         self.usage[request.team] = self.usage.get(request.team, Resources()) + request.demand
 
-    def _victims_for(self, preq: PlacementRequest, size: int,
-                     preemptor: Preemptor) -> list[Victim] | NoVictims:
-        key = (preq, size, preemptor.team, preemptor.priority, preemptor.borrowing)
+    def _victims_for(self, preq: PlacementRequest, size: int, preemptor: Preemptor,
+                     fitted: int) -> list[Victim] | NoVictims:
+        """Victims for all ``size`` members (``fitted`` of them fit as things are), member by
+        member on a cluster where the earlier members' victims are gone; all or none."""
+        key = (_shape(preq), size, preemptor.team, preemptor.priority, preemptor.borrowing)
         if key in self._no_victims or not self._any_candidate(preemptor):
             return NoVictims("no task it may preempt")
         chosen: list[Victim] = []
@@ -210,11 +214,14 @@ class _Pass:
                     t.placed() for t in self.running if t.id not in own) + tuple(self.extra)))
             else:
                 trial = self.placer
-            placements, summary = place_gang(trial, preq, size)
-            if summary is None:
-                return chosen
-            k = len(placements)
-            trial.place_many(preq, k)  # the state in which member k does not fit
+            if own or self.victims:
+                placements, summary = place_gang(trial, preq, size)
+                if summary is None:
+                    return chosen
+                k = len(placements)
+            else:  # the pass placer, where consider() already tried
+                k = fitted
+            placements, _ = trial.place_many(preq, k)  # the state in which member k fails
             before = [placed_task(preq, p) for p in placements]
             verify = VerifyFn(self.nodes, self.running, [*self.extra, *before], preq, own)
             units = self._units(preemptor, frozenset(self.victims) | own)
@@ -236,12 +243,13 @@ class _Pass:
         return units
 
     def _never(self, preq: PlacementRequest) -> frozenset[str]:
-        never = self._never_fits.get(preq)
+        key = _shape(preq)
+        never = self._never_fits.get(key)
         if never is None:
             if self._empty is None:
                 self._empty = Placer(ClusterSnapshot(self.nodes))
             never = frozenset(r.host for r in self._empty.explain(preq))
-            self._never_fits[preq] = never
+            self._never_fits[key] = never
         return never
 
     def _any_candidate(self, p: Preemptor) -> bool:
@@ -256,6 +264,16 @@ class _Pass:
 
     def _wait(self, request: PendingRequest, kind: WaitKind, reason: str) -> None:
         self.waits.append(Wait(request.id, kind, reason))
+
+
+_COUNTING = frozenset({Operator.UNIQUE, Operator.MAX_PER, Operator.GROUP_BY, Operator.CLUSTER})
+
+
+def _shape(preq: PlacementRequest) -> object:
+    """What decides whether victims can be found for ``preq``: its resources, ports and
+    constraints, and its app only where a constraint counts the app's own tasks."""
+    counting = any(c.operator in _COUNTING for c in preq.constraints)
+    return (preq.resources, preq.ports, preq.constraints, preq.app_id if counting else None)
 
 
 def _lowest_priorities(
