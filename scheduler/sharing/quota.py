@@ -21,11 +21,19 @@ _DIMS = ("cpus", "mem", "gpus")
 
 def usage_by_team(running: Iterable[RunningTask]) -> dict[str, Resources]:
     """What each team's live (not killing) tasks hold."""
-    out: dict[str, Resources] = {}
+    # Plain float sums: this runs over every task once per pass.
+    sums: dict[str, list[float]] = {}
     for t in running:
         if not t.killing:
-            out[t.team] = out.get(t.team, Resources()) + t.resources
-    return out
+            acc = sums.get(t.team)
+            if acc is None:
+                acc = sums[t.team] = [0.0, 0.0, 0.0, 0.0]
+            r = t.resources
+            acc[0] += r.cpus
+            acc[1] += r.mem
+            acc[2] += r.disk
+            acc[3] += r.gpus
+    return {team: Resources(*acc) for team, acc in sums.items()}
 
 
 def guarantee_of(team: str, quotas: Mapping[str, TeamQuota]) -> Resources:

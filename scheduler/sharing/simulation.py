@@ -26,8 +26,9 @@ from scheduler.model.resources import Resources
 from scheduler.placement.plan import PlacementRequest
 
 from .plan import SharingPolicy, decide
-from .quota import guarantee_of, usage_by_team, within
+from .quota import borrowed_tasks, guarantee_of, usage_by_team, within
 from .types import PendingRequest, RunningTask, WaitKind
+from .victims import never_fits
 
 EPOCH = datetime(2026, 12, 1, tzinfo=UTC)
 NO_GPU = Constraint("gpu_model", Operator.UNLIKE, ".*")
@@ -73,6 +74,8 @@ class SimResult:
     equal_or_higher_for_priority: int = 0
     passes: int = 0
     left_pending: int = 0
+    fragmentation_waits: int = 0
+    violation_examples: list[str] = field(default_factory=list)
 
 
 def _ts(s: float) -> datetime:
@@ -176,6 +179,7 @@ class _Queued:
     attempt: int = 0
     nominated: bool = False
     in_guarantee_since: float | None = None
+    last_reason: str = ""
 
 
 def simulate(workload: Workload, policy: SharingPolicy, step_s: float = 30.0,
@@ -184,7 +188,11 @@ def simulate(workload: Workload, policy: SharingPolicy, step_s: float = 30.0,
     work so every finite job can finish. See :class:`SimResult` for what is measured.
 
     A *guarantee violation* is a request that kept its team within its guarantee yet waited
-    longer than the longest grace period plus two passes. A *deadlock* is a pass after
+    longer than the longest grace period plus two passes while some node it may use could
+    have been cleared for one member by taking back other teams' borrowed capacity. Such a
+    wait with no such node is counted as a *fragmentation wait* instead: guarantees are
+    aggregate (the cohort model), and no preemption of borrowed capacity can make room on a
+    single node that does not hold enough of it. A *deadlock* is a pass after
     which nothing can ever change (requests pending, nothing running will end, nothing
     being killed, no decision made) or a request still pending at the end of the drain.
     """
@@ -228,6 +236,22 @@ def simulate(workload: Workload, policy: SharingPolicy, step_s: float = 30.0,
         for q in queue.values():
             if q.first_seen is None:
                 q.first_seen = t
+        # Guarantees, judged on the state this pass's decision sees.
+        for q in queue.values():
+            if q.in_guarantee_since is not None and t - q.in_guarantee_since > patience:
+                r = q.arrival.request
+                room = _room(workload, list(running.values()), r)
+                if room == "free":
+                    continue  # it fits as things are: this pass places it, or judge it next
+                q.in_guarantee_since = None  # count each stretch once
+                if room == "none":
+                    res.fragmentation_waits += 1
+                    continue
+                res.guarantee_violations += 1
+                if len(res.violation_examples) < 5:
+                    res.violation_examples.append(
+                        f"t={t:.0f} {r.id} team {r.team} ({q.arrival.kind.value}, "
+                        f"x{r.gang_size}): {q.last_reason}")
         # 3. Decide (only when something changed: decide is deterministic).
         if changed and queue:
             res.passes += 1
@@ -263,6 +287,7 @@ def simulate(workload: Workload, policy: SharingPolicy, step_s: float = 30.0,
             usage = usage_by_team(running.values())
             for w in plan.waits:
                 q = queue[w.request_id]
+                q.last_reason = w.reason
                 req = by_id[w.request_id]
                 inside = w.kind is not WaitKind.INVALID and within(
                     usage.get(req.team, Resources()) + req.demand,
@@ -275,10 +300,6 @@ def simulate(workload: Workload, policy: SharingPolicy, step_s: float = 30.0,
             if not changed and not ends and next_arrival == len(arrivals):
                 res.deadlocks += 1  # nothing will ever free capacity or bring new work
                 break
-        for q in queue.values():
-            if q.in_guarantee_since is not None and t - q.in_guarantee_since > patience:
-                res.guarantee_violations += 1
-                q.in_guarantee_since = None  # count each stretch once
         if t < workload.day_s:
             used_cpu_s += sum(r.resources.cpus for r in running.values()) * step_s
         if not queue and not ends and next_arrival == len(arrivals):
@@ -288,6 +309,32 @@ def simulate(workload: Workload, policy: SharingPolicy, step_s: float = 30.0,
     res.deadlocks += sum(1 for q in queue.values() if q.arrival.kind is not Kind.SERVICE)
     res.utilisation = used_cpu_s / (total_cpus * workload.day_s) if total_cpus else 0.0
     return res
+
+
+def _room(workload: Workload, running: list[RunningTask], request: PendingRequest) -> str:
+    """Where one member of ``request`` could go on a node it may use: ``"free"`` (it fits as
+    things are), ``"reclaim"`` (it fits once other teams' borrowed tasks there are gone,
+    whatever else runs there stays) or ``"none"``."""
+    borrowed = borrowed_tasks(running, workload.quotas)
+    held: dict[str, Resources] = {}
+    freeable: dict[str, Resources] = {}
+    for task in running:
+        held[task.host] = held.get(task.host, Resources()) + task.resources
+        if task.id in borrowed and task.team != request.team and not task.killing:
+            freeable[task.host] = freeable.get(task.host, Resources()) + task.resources
+    never = never_fits(workload.nodes, request.placement)
+    need = request.placement.resources
+    answer = "none"
+    for node in workload.nodes:
+        host = node.hostname
+        if host in never:
+            continue
+        free = node.resources - held.get(host, Resources())
+        if need.fits_in(free):
+            return "free"
+        if host in freeable and need.fits_in(free + freeable[host]):
+            answer = "reclaim"
+    return answer
 
 
 def percentile(values: list[float], p: float) -> float:
