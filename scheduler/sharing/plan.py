@@ -20,7 +20,7 @@ from scheduler.placement.plan import ClusterSnapshot, PlacedTask, Placement, Pla
 
 from .gang import gang_env, gang_request, place_gang, release
 from .gpus import assign_devices, cuda_visible_devices, whole_gpus
-from .quota import admit, borrowed_tasks, usage_by_team
+from .quota import admit, borrowed_tasks, guarantee_of, usage_by_team, within
 from .types import (
     Launch,
     PendingRequest,
@@ -68,8 +68,10 @@ def decide(
     Inputs: ``pending`` (requests not placed yet), ``nodes`` and ``running`` (every task that
     holds resources, being killed or not), ``quotas`` by team, ``now`` (for reasons only; no
     decision depends on wall time beyond the inputs). Requests are considered in order:
-    nominated ones first (an earlier preemption freed room for them), then highest priority,
-    then oldest. Each one is, in turn: admitted by its team's quota or told to wait for
+    nominated ones first (an earlier preemption freed room for them), then those that keep
+    their team within its guarantee before those that would borrow (Kueue's order: a
+    guarantee outranks another team's priority), then highest priority, then oldest.
+    Each one is, in turn: admitted by its team's quota or told to wait for
     quota; placed (a gang all or none) and given GPU devices and gang environment; or, if it
     does not fit, given victims (preempted with their grace; the request waits for them to
     exit and is placed by a later pass) or told why it waits.
@@ -80,6 +82,7 @@ def decide(
     pass_ = _Pass(nodes, running, quotas, policy)
     if policy.priority_order:
         order = sorted(pending, key=lambda r: (not (r.nominated or r.id in pass_.inflight),
+                                               pass_.would_borrow(r),
                                                -r.priority, r.submitted_at, r.id))
     else:
         order = sorted(pending, key=lambda r: (r.submitted_at, r.id))
@@ -125,6 +128,14 @@ class _Pass:
         self._empty: Placer | None = None
         self._never_fits: dict[object, frozenset[str]] = {}
         self._unit_cache: dict[tuple[str, int, bool, frozenset[str]], UnitsByHost] = {}
+
+    def would_borrow(self, request: PendingRequest) -> bool:
+        """Whether ``request`` takes its team above its guarantee, by the usage at the start
+        of the pass (only for ordering; ``consider`` admits against current usage)."""
+        if not self.policy.quotas:
+            return False
+        used = self.usage.get(request.team, Resources())
+        return not within(used + request.demand, guarantee_of(request.team, self.quotas))
 
     def consider(self, request: PendingRequest) -> None:
         size = request.gang_size

@@ -124,7 +124,11 @@ def candidate_units(
     by_host: dict[str, list[_Unit]] = {}
     for members in groups.values():
         kinds = [victim_kind(preemptor, t, borrowed) for t in members]
-        if any(k is None for k in kinds) and not any(k is PreemptionKind.RECLAIM for k in kinds):
+        # A gang partly on borrowed capacity may be reclaimed whole, but only from another
+        # team; otherwise every member must be a victim in its own right.
+        partly_reclaimable = PreemptionKind.RECLAIM in kinds and all(
+            t.team != preemptor.team for t in members)
+        if any(k is None for k in kinds) and not partly_reclaimable:
             continue
         reclaim = PreemptionKind.RECLAIM in kinds
         kind = PreemptionKind.RECLAIM if reclaim else PreemptionKind.PRIORITY

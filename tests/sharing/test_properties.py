@@ -12,6 +12,7 @@ from tests.sharing.factories import T0, make_node, pending, quota, running
 
 PRIORITIES = st.sampled_from([0, 100, 250, 500, 1000])
 TEAMS = st.sampled_from(["a", "b", "c"])
+GANGS = {"g1": (100, "b"), "g2": (0, "a")}
 
 
 @st.composite
@@ -27,10 +28,12 @@ def clusters(draw: st.DrawFn) -> tuple[list, list[RunningTask]]:  # type: ignore
             if cpus > left:
                 break
             left -= cpus
+            gang = draw(st.sampled_from([None, None, "g1", "g2"]))
+            # members of one gang share its team and priority, as real gangs do
+            prio, team = GANGS[gang] if gang else (draw(PRIORITIES), draw(TEAMS))
             tasks.append(running(f"t{i}-{j}", node.hostname, cpus=cpus, mem=1.0,
-                                 priority=draw(PRIORITIES), team=draw(TEAMS),
-                                 age_s=draw(st.integers(0, 1000)),
-                                 gang=draw(st.sampled_from([None, None, "g1", "g2"]))))
+                                 priority=prio, team=team,
+                                 age_s=draw(st.integers(0, 1000)), gang=gang))
     return nodes, tasks
 
 
