@@ -122,7 +122,7 @@ class _Pass:
         self.launches: list[Launch] = []
         self.preemptions: list[Preempt] = []
         self.waits: list[Wait] = []
-        self._no_fit: dict[tuple[PlacementRequest, int], tuple[str, int]] = {}
+        self._no_fit: dict[tuple[object, int], tuple[str, int]] = {}
         self._no_victims: set[tuple[object, int, str, int, bool]] = set()
         self._lowest = _lowest_priorities(running, self.borrowed)
         self._empty: Placer | None = None
@@ -151,7 +151,8 @@ class _Pass:
                 return
             borrowing = admission.borrowing
         preq = gang_request(request.placement) if size > 1 else request.placement
-        key = (preq, size)
+        # Capacity only shrinks within a pass, so a shape that did not fit never fits later.
+        key = (_shape(preq), size)
         failed = self._no_fit.get(key)
         if failed is None:
             placements, summary = place_gang(self.placer, preq, size)
