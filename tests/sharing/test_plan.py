@@ -111,3 +111,14 @@ def test_lender_reclaims_from_borrower_of_higher_priority() -> None:
     plan = decide([pending("etl", cpus=4, team="a", priority=100)], NODES, b, quotas, T0)
     assert [(p.victim.task_id, p.victim.kind) for p in plan.preemptions] == [
         ("s2", PreemptionKind.RECLAIM)]
+
+
+def test_requests_within_guarantee_go_before_borrowing_ones() -> None:
+    # Kueue's order: b's batch job is within b's guarantee; a's service would borrow.
+    nodes = [make_node("n1", cpus=4, mem=1e6)]
+    quotas = {"a": quota("a", cpus=0), "b": quota("b", cpus=4)}
+    svc = pending("svc", cpus=4, team="a", priority=500, at_s=0)
+    etl = pending("etl", cpus=4, team="b", priority=100, at_s=60)
+    plan = decide([svc, etl], nodes, [], quotas, T0)
+    assert [lch.request_id for lch in plan.launches] == ["etl"]
+    assert [lch.request_id for lch in decide([svc, etl], nodes, [], {}, T0).launches] == ["svc"]
