@@ -208,6 +208,7 @@ def simulate(workload: Workload, policy: SharingPolicy, step_s: float = 30.0,
     origin: dict[str, _Queued] = {}  # task id -> its request
     members: dict[str, list[str]] = {}  # request id -> its running task ids
     next_arrival = 0
+    never_cache: dict[object, frozenset[str]] = {}
     used_cpu_s = 0.0
     t = 0.0
     changed = True
@@ -237,10 +238,13 @@ def simulate(workload: Workload, policy: SharingPolicy, step_s: float = 30.0,
             if q.first_seen is None:
                 q.first_seen = t
         # Guarantees, judged on the state this pass's decision sees.
+        rooms: _Rooms | None = None
         for q in queue.values():
             if q.in_guarantee_since is not None and t - q.in_guarantee_since > patience:
                 r = q.arrival.request
-                room = _room(workload, list(running.values()), r)
+                if rooms is None:
+                    rooms = _Rooms(workload, list(running.values()), never_cache)
+                room = rooms.room(r)
                 if room == "free":
                     continue  # it fits as things are: this pass places it, or judge it next
                 q.in_guarantee_since = None  # count each stretch once
@@ -311,30 +315,49 @@ def simulate(workload: Workload, policy: SharingPolicy, step_s: float = 30.0,
     return res
 
 
-def _room(workload: Workload, running: list[RunningTask], request: PendingRequest) -> str:
-    """Where one member of ``request`` could go on a node it may use: ``"free"`` (it fits as
-    things are), ``"reclaim"`` (it fits once other teams' borrowed tasks there are gone,
-    whatever else runs there stays) or ``"none"``."""
-    borrowed = borrowed_tasks(running, workload.quotas)
-    held: dict[str, Resources] = {}
-    freeable: dict[str, Resources] = {}
-    for task in running:
-        held[task.host] = held.get(task.host, Resources()) + task.resources
-        if task.id in borrowed and task.team != request.team and not task.killing:
-            freeable[task.host] = freeable.get(task.host, Resources()) + task.resources
-    never = never_fits(workload.nodes, request.placement)
-    need = request.placement.resources
-    answer = "none"
-    for node in workload.nodes:
-        host = node.hostname
-        if host in never:
-            continue
-        free = node.resources - held.get(host, Resources())
-        if need.fits_in(free):
-            return "free"
-        if host in freeable and need.fits_in(free + freeable[host]):
-            answer = "reclaim"
-    return answer
+class _Rooms:
+    """Answers :meth:`room` for many requests against one cluster state (built lazily once
+    per pass: who holds what per node, which tasks are borrowed)."""
+
+    def __init__(self, workload: Workload, running: list[RunningTask],
+                 never: dict[object, frozenset[str]]) -> None:
+        self._workload = workload
+        self._never = never  # shared across passes: depends on the nodes only
+        borrowed = borrowed_tasks(running, workload.quotas)
+        self._held: dict[str, Resources] = {}
+        self._lent: dict[str, dict[str, Resources]] = {}  # host -> team -> borrowed there
+        for task in running:
+            self._held[task.host] = self._held.get(task.host, Resources()) + task.resources
+            if task.id in borrowed and not task.killing:
+                by_team = self._lent.setdefault(task.host, {})
+                by_team[task.team] = by_team.get(task.team, Resources()) + task.resources
+
+    def room(self, request: PendingRequest) -> str:
+        """Where one member of ``request`` could go on a node it may use: ``"free"`` (it fits
+        as things are), ``"reclaim"`` (it fits once other teams' borrowed tasks there are
+        gone, whatever else runs there stays) or ``"none"``."""
+        preq = request.placement
+        key = (preq.resources, preq.ports, preq.constraints)
+        never = self._never.get(key)
+        if never is None:
+            never = self._never[key] = never_fits(self._workload.nodes, preq)
+        need = preq.resources
+        answer = "none"
+        for node in self._workload.nodes:
+            host = node.hostname
+            if host in never:
+                continue
+            free = node.resources - self._held.get(host, Resources())
+            if need.fits_in(free):
+                return "free"
+            lent = self._lent.get(host)
+            if lent:
+                for team, amount in lent.items():
+                    if team != request.team:
+                        free = free + amount
+                if need.fits_in(free):
+                    answer = "reclaim"
+        return answer
 
 
 def percentile(values: list[float], p: float) -> float:
