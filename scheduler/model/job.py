@@ -14,7 +14,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any, cast
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import isodate
@@ -24,6 +24,7 @@ from pydantic import (
     ConfigDict,
     Field,
     PlainSerializer,
+    PrivateAttr,
     ValidationError,
     ValidationInfo,
     WithJsonSchema,
@@ -47,9 +48,13 @@ from scheduler.model.limits import (
     bounded_delta,
     non_finite_details,
 )
+from scheduler.model.priority import GANG_MAX, parse_priority
 from scheduler.model.resources import Resources
 from scheduler.model.timefmt import iso, parse_iso
 from scheduler.model.validation import SpecError, errors_from_pydantic
+
+if TYPE_CHECKING:
+    from scheduler.batch.schedule import Schedule
 
 JOB_NAME = re.compile(r"[\w.-]+")
 """A job name (matched whole, with ``fullmatch``); names of dots only are refused."""
@@ -173,6 +178,15 @@ class JobSpec(BaseModel):
     dataProcessingJobType: bool = False
     # Chronos 2.x field; kept for clients that send it.
     async_: bool = Field(default=False, alias="async")
+    # Dromos-only sharing fields (scheduler/model/priority.py says why fields, not labels):
+    # written back only when set, so Chronos clients never see them unasked.
+    priority: str | int | None = None
+    gangSize: Int | None = Field(default=None, ge=1, le=GANG_MAX)
+    team: str | None = Field(default=None, pattern=r"^[a-z0-9]([a-z0-9-]*[a-z0-9])?$",
+                             max_length=63)
+    gpus: Float | None = Field(default=None, ge=0, le=MAX_CPUS)
+    # (schedule text, time zone, parsed schedule), set by validation; see parsed_schedule.
+    _parsed: tuple[str, str, Any] | None = PrivateAttr(default=None)
 
     @field_validator("name")
     @classmethod
@@ -181,6 +195,13 @@ class JobSpec(BaseModel):
             raise ValueError("name may only hold letters, digits, '_', '.' and '-'")
         if not v.strip("."):
             raise ValueError("name must not consist of dots only")
+        return v
+
+    @field_validator("priority")
+    @classmethod
+    def _priority(cls, v: str | int | None) -> str | int | None:
+        if v is not None:
+            parse_priority(v)
         return v
 
     @field_validator("scheduleTimeZone")
@@ -220,8 +241,23 @@ class JobSpec(BaseModel):
         if self.parents and self.name in self.parents:
             raise ValueError("a job cannot be its own parent")
         if self.schedule and not (info.context or {}).get("schedule_checked"):
-            _check_schedule(self.schedule, self.scheduleTimeZone)
+            # Kept (keyed by text and zone, so a model_copy that changes either re-parses):
+            # the job book, the API and the status page read it instead of parsing again.
+            self._parsed = (self.schedule, self.time_zone,
+                            _check_schedule(self.schedule, self.scheduleTimeZone))
         return self
+
+    @property
+    def parsed_schedule(self) -> Schedule | None:
+        """The parsed ``schedule`` (``None`` for a dependent job), parsed once."""
+        if not self.schedule:
+            return None
+        cached = self._parsed
+        if cached is None or cached[0] != self.schedule or cached[1] != self.time_zone:
+            cached = (self.schedule, self.time_zone,
+                      _check_schedule(self.schedule, self.time_zone))
+            self._parsed = cached
+        return cast("Schedule", cached[2])
 
     # --- derived views -------------------------------------------------------------------
 
@@ -241,7 +277,7 @@ class JobSpec(BaseModel):
 
     @property
     def resources(self) -> Resources:
-        return Resources(self.cpus, self.mem, self.disk)
+        return Resources(self.cpus, self.mem, self.disk, self.gpus or 0.0)
 
     @property
     def env(self) -> dict[str, str]:
@@ -256,11 +292,12 @@ class JobSpec(BaseModel):
         return out
 
 
-def _check_schedule(schedule: str, tz: str) -> None:
+def _check_schedule(schedule: str, tz: str) -> Schedule:
+    """The parsed schedule; ``ValueError`` when it is bad."""
     # Imported here: schedule parsing lives in batch/, which depends on this module.
     from scheduler.batch.schedule import parse_schedule
 
-    parse_schedule(schedule, tz or "UTC")
+    return parse_schedule(schedule, tz or "UTC")
 
 
 def _schedule_errors(data: dict[str, Any]) -> list[tuple[str, list[str]]]:
