@@ -55,6 +55,10 @@ class Replica:
             return LeaderState(state.me, False, None, None)
         return state
 
+    def abdicate(self) -> bool:
+        """Give up leadership now (``DELETE /v2/leader``); ``False`` when not leading."""
+        return self.elector.abdicate()
+
     def _started(self, epoch: int) -> None:
         log.info("leading (epoch %d): loading state", epoch)
         self.store.load()

@@ -194,8 +194,8 @@ def test_three_apps_with_constraints_and_two_dependent_jobs(
 
 CRUD = {"create", "delete", "get", "list", "update", "watch"}
 ALLOWED = {
-    # update: a fenced delete stamps the object with the leader's token first.
-    ("pods", ""): CRUD,
+    # patch: a fenced delete stamps the object with the leader's token first.
+    ("pods", ""): {"create", "delete", "get", "list", "patch", "watch"},
     ("pods/log", ""): {"get"},
     ("services", ""): CRUD | {"patch"},
     ("nodes", ""): {"get", "list", "watch"},
@@ -246,7 +246,7 @@ def test_manifests_give_dromos_exactly_what_it_needs(cluster: str, tmp_path: Pat
         assert resource_rules == {r: v for (r, _), v in ALLOWED.items()}
         assert "*" not in json.dumps(sorted((k, sorted(v)) for k, v in rules.items()))
         for verb, what in [("get", "secrets"), ("list", "secrets"), ("create", "deployments"),
-                           ("delete", "nodes"), ("update", "nodes"), ("delete", "leases"),
+                           ("delete", "nodes"), ("update", "pods"), ("delete", "leases"),
                            ("update", "leases")]:
             out = kubectl(kube, "auth", "can-i", verb, what, f"--as={ACCOUNT}", "-n", "dromos",
                           check=False).stdout.strip()
