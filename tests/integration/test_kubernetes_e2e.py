@@ -201,8 +201,9 @@ ALLOWED = {
     ("nodes", ""): {"get", "list", "watch"},
     # State (--store kubernetes) and the events that report bad kubectl-applied objects.
     **{(f"{kind}.dromos.io", ""): CRUD for kind in (
-        "apps", "apps/status", "jobs", "jobs/status", "appversions", "tasks", "jobruns", "metas",
-        "transactions")},
+        "apps", "jobs", "appversions", "tasks", "jobruns", "metas", "transactions")},
+    ("apps.dromos.io/status", ""): {"get", "update"},
+    ("jobs.dromos.io/status", ""): {"get", "update"},
     ("events", ""): {"create"},
     # Leader election: creating the Lease, and only the Lease named dromos-leader after that.
     ("leases.coordination.k8s.io", ""): {"create"},
