@@ -687,8 +687,13 @@
   let lostTimer = null;
 
   /** Render a snapshot (the page's inline one, or one from the stream). */
+  let shown = ""; // the rendered snapshot, without its serverTime
   function apply(st) {
     clockOffset = Date.parse(st.serverTime) - Date.now();
+    // The stream's first snapshot is usually the one the page came with: keep the DOM.
+    const key = JSON.stringify({ ...st, serverTime: null });
+    if (key === shown) return;
+    shown = key;
     state = st;
     render();
     document.body.dataset.ready = "1";
@@ -707,6 +712,7 @@
     });
     es.addEventListener("state", (m) => {
       apply(JSON.parse(m.data));
+      document.body.dataset.live = "1";
       conn.title = `last update ${new Date().toLocaleTimeString()}`;
     });
     es.addEventListener("bus", (m) => addEvent(JSON.parse(m.data), document.body.dataset.ready === "1"));

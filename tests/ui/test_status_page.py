@@ -54,7 +54,9 @@ def click(driver: Any, el: Any) -> None:
 
 def load(driver: Any, srv: Server) -> None:
     driver.get(srv.url + "/")
-    until(driver, lambda: driver.execute_script("return document.body.dataset.ready") == "1",
+    # The page renders the snapshot it came with at once; wait for the stream's first one
+    # too, so a test's elements are not re-rendered under it right after.
+    until(driver, lambda: driver.execute_script("return document.body.dataset.live") == "1",
           what="the first live snapshot")
 
 
