@@ -360,6 +360,7 @@
   // ------------------------------------------------------------------ jobs
 
   function runTitle(r) {
+    if (r.trigger === "marked") return `success, marked (not run) · ${clock(r.finishedAt, null, true)}\n${r.id}`;
     const bits = [`${r.status}`, `${r.trigger} run`, clock(r.startedAt || r.scheduledFor || r.createdAt, null, true)];
     if (r.duration !== null && r.duration !== undefined) bits.push(dur(r.duration));
     if (r.exitCode !== null && r.exitCode !== undefined) bits.push(`exit ${r.exitCode}`);
@@ -426,7 +427,7 @@
             : h("span", { class: "muted" }, j.disabled ? "disabled" : j.parents.length ? "when parents succeed" : "none")),
           h("td", null, j.runs.length
             ? h("div", { class: "timeline" }, j.runs.map((r) => h("span", {
-              class: `run ${r.status}`, title: runTitle(r), dataset: { run: r.id }, onclick: () => openLogs(r.id),
+              class: `run ${r.status}${r.trigger === "marked" ? " marked" : ""}`, title: runTitle(r), dataset: { run: r.id }, onclick: r.trigger === "marked" ? null : () => openLogs(r.id),
             })))
             : h("span", { class: "muted" }, "no runs yet")),
           h("td", null, d.count
@@ -542,6 +543,7 @@
       case "job_run_started":
         return `${e.job} started on ${e.host}${e.attempt ? ` (attempt ${e.attempt + 1})` : ""}`;
       case "job_run_finished":
+        if (e.trigger === "marked") return `${e.job} marked successful (not run)`;
         return `${e.job} ${e.status}${e.exitCode !== null && e.exitCode !== undefined ? ` (exit ${e.exitCode})` : ""}${e.message && e.status !== "success" ? `: ${e.message}` : ""}`;
       case "job_run_retrying":
         return `${e.job} will retry (attempt ${e.attempt + 1})${e.message ? `: ${e.message}` : ""}`;
