@@ -369,6 +369,7 @@
   }
 
   function jobButtons(j) {
+    const ran = j.runs.filter((r) => r.trigger !== "marked"); // a marked success has no output
     return h("div", { class: "actions" },
       h("button", {
         class: "primary", title: "start a manual run now",
@@ -387,7 +388,7 @@
           catch (e) { toast(`Failed: ${e.message}`, true); ev.target.disabled = false; }
         },
       }, j.disabled ? "Enable" : "Disable"),
-      j.runs.length ? h("button", { class: "link", onclick: () => openLogs(j.runs[j.runs.length - 1].id) }, "logs") : null);
+      ran.length ? h("button", { class: "link", onclick: () => openLogs(ran[ran.length - 1].id) }, "logs") : null);
   }
 
   /** When a job runs next: in the zone its schedule is read in (the zone its words name),
@@ -588,7 +589,7 @@
     const li = h("li", { class: `k-${eventKind(e)}${fresh ? " new" : ""}`, dataset: { type: e.eventType, seq: e.seq } },
       h("span", { class: "ev-time", title: `${e.timestamp} (shown in ${localZone})` }, clock(e.timestamp)),
       h("span", { class: `ev-type ${eventLook(e)}`, title: `${e.eventType} (${e.stream} stream)` }, eventLabel(e.eventType)),
-      h("span", { class: "ev-text" }, eventText(e), target && (e.runId || e.eventType === "status_update_event") ? [" ", h("button", { class: "link", onclick: () => openLogs(e.runId || e.taskId) }, "logs")] : null));
+      h("span", { class: "ev-text" }, eventText(e), target && e.trigger !== "marked" && (e.runId || e.eventType === "status_update_event") ? [" ", h("button", { class: "link", onclick: () => openLogs(e.runId || e.taskId) }, "logs")] : null));
     list.prepend(li);
     while (list.children.length > MAX_EVENTS) list.lastElementChild.remove();
   }

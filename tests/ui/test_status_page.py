@@ -280,3 +280,27 @@ def test_next_run_is_shown_in_the_jobs_zone_and_labelled(dromos: Server,
         assert "times in Asia/Tokyo" in text(one(browser, "#events .panel-head"))
     finally:
         browser.execute_cdp_cmd("Emulation.setTimezoneOverride", {"timezoneId": ""})
+
+
+def test_a_marked_success_shows_as_one(dromos: Server, browser: Any) -> None:
+    """PUT /scheduler/job/success: the job's box turns green and its timeline shows a
+    success that was marked, not run (a job of its own, deleted afterwards)."""
+    job = {"name": "marked-demo", "command": "false", "schedule": "R/2030-01-01T00:00:00Z/P1D",
+           "cpus": 0.1, "mem": 16}
+    httpx.post(dromos.url + "/scheduler/iso8601", json=job).raise_for_status()
+    try:
+        load(browser, dromos)
+        assert "no runs yet" in text(job_row(browser, "marked-demo"))
+        httpx.put(dromos.url + "/scheduler/job/success/marked-demo").raise_for_status()
+        block = until(browser, lambda: one(job_row(browser, "marked-demo"),
+                                           ".timeline .run.success.marked"),
+                      what="a marked success on the timeline")
+        assert "marked (not run)" in block.get_attribute("title")
+        assert "1 ✓" in text(job_row(browser, "marked-demo"))
+        box = one(browser, '#dag g.node[data-job="marked-demo"]')
+        assert "success" in (box.get_attribute("class") or "")
+        until(browser, lambda: any("marked-demo marked successful (not run)" in text(li)
+                                   for li in by_css(browser, "#event-list li")),
+              what="the event in the feed")
+    finally:
+        httpx.delete(dromos.url + "/scheduler/job/marked-demo").raise_for_status()
