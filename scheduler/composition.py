@@ -22,6 +22,7 @@ from scheduler.config import ServeConfig
 from scheduler.events import DROMOS, EventBus
 from scheduler.orchestrator import Orchestrator
 from scheduler.orchestrator.group_commands import GroupManager
+from scheduler.placement.results import Strategy
 from scheduler.runtimes import registry
 from scheduler.runtimes.base import Runtime
 from scheduler.services.balancer import Balancer
@@ -68,7 +69,8 @@ def build_orchestrator(config: ServeConfig) -> Orchestrator:
     runtime = build_runtime(config)
     clock = SystemClock()
     orchestrator = Orchestrator(store, runtime, EventBus(), clock,
-                                health=HealthMonitor(runtime, clock))
+                                health=HealthMonitor(runtime, clock),
+                                strategy=Strategy(config.placement))
     orchestrator.service_ports.port_range = config.service_ports
     return orchestrator
 

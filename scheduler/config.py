@@ -48,6 +48,8 @@ class ServeConfig:
     max_body_bytes: int = 3 * 1024 * 1024
     # Wait for the state directory's holder to exit instead of refusing to start.
     standby: bool = False
+    # How feasible nodes are ranked: "binpack" (default), "balanced" or "spread".
+    placement: str = "binpack"
 
 
 MIN_TOKEN_LENGTH = 16

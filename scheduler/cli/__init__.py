@@ -69,6 +69,7 @@ def _serve(args: argparse.Namespace) -> int:
             service_ports=parse_port_range(args.service_ports),
             max_body_bytes=parse_body_limit(args.max_body_bytes),
             standby=args.standby,
+            placement=args.placement,
         )
         serve: ServeFunction | None = getattr(args, "serve", None)
         if serve is None:
@@ -120,6 +121,11 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--max-body-bytes", default="3Mi",
                        help="largest request body accepted (bytes, or with K/M/G, read as "
                             "KiB/MiB/GiB); larger ones get 413 (default 3Mi)")
+    serve.add_argument("--placement", choices=["binpack", "balanced", "spread"],
+                       default="binpack",
+                       help="rank feasible nodes: fullest first (binpack), fullest first "
+                            "keeping free mem:cpu level (balanced: fewer nodes on mixed "
+                            "demand), or emptiest first (spread)")
     serve.add_argument("--standby", action="store_true",
                        help="if another Dromos holds --state-dir, wait (answering /ping as a "
                             "standby) and take over when it exits, instead of refusing")

@@ -35,6 +35,7 @@ from scheduler.model.limits import (
     Launchable,
     non_finite_details,
 )
+from scheduler.model.priority import label_errors
 from scheduler.model.resources import Resources
 from scheduler.model.validation import SpecError, errors_from_pydantic
 
@@ -324,9 +325,13 @@ def parse_app(data: Any, *, keep_version: bool = False) -> AppSpec:
     if keep_version and "version" in data:
         cleaned["version"] = data["version"]
     try:
-        return AppSpec.model_validate(cleaned)
+        spec = AppSpec.model_validate(cleaned)
     except ValidationError as e:
         raise SpecError("Object is not valid", errors_from_pydantic(e)) from None
+    bad_labels = label_errors(spec.labels)  # dromos.io/priority, dromos.io/gang
+    if bad_labels:
+        raise SpecError("Object is not valid", bad_labels)
+    return spec
 
 
 def task_id_prefix(app_id: str) -> str:

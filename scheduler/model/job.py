@@ -48,6 +48,7 @@ from scheduler.model.limits import (
     bounded_delta,
     non_finite_details,
 )
+from scheduler.model.priority import GANG_MAX, parse_priority
 from scheduler.model.resources import Resources
 from scheduler.model.timefmt import iso, parse_iso
 from scheduler.model.validation import SpecError, errors_from_pydantic
@@ -177,6 +178,13 @@ class JobSpec(BaseModel):
     dataProcessingJobType: bool = False
     # Chronos 2.x field; kept for clients that send it.
     async_: bool = Field(default=False, alias="async")
+    # Dromos-only sharing fields (scheduler/model/priority.py says why fields, not labels):
+    # written back only when set, so Chronos clients never see them unasked.
+    priority: str | int | None = None
+    gangSize: Int | None = Field(default=None, ge=1, le=GANG_MAX)
+    team: str | None = Field(default=None, pattern=r"^[a-z0-9]([a-z0-9-]*[a-z0-9])?$",
+                             max_length=63)
+    gpus: Float | None = Field(default=None, ge=0, le=MAX_CPUS)
     # (schedule text, time zone, parsed schedule), set by validation; see parsed_schedule.
     _parsed: tuple[str, str, Any] | None = PrivateAttr(default=None)
 
@@ -187,6 +195,13 @@ class JobSpec(BaseModel):
             raise ValueError("name may only hold letters, digits, '_', '.' and '-'")
         if not v.strip("."):
             raise ValueError("name must not consist of dots only")
+        return v
+
+    @field_validator("priority")
+    @classmethod
+    def _priority(cls, v: str | int | None) -> str | int | None:
+        if v is not None:
+            parse_priority(v)
         return v
 
     @field_validator("scheduleTimeZone")
@@ -262,7 +277,7 @@ class JobSpec(BaseModel):
 
     @property
     def resources(self) -> Resources:
-        return Resources(self.cpus, self.mem, self.disk)
+        return Resources(self.cpus, self.mem, self.disk, self.gpus or 0.0)
 
     @property
     def env(self) -> dict[str, str]:

@@ -307,10 +307,14 @@ class Balanced(Ranker):
 def ranker_for(strategy: Strategy) -> Ranker:
     """The ranker implementing ``strategy``; ``ValueError`` for anything else.
 
-    ``Strategy.BINPACK`` is :class:`Balanced`: on demand at the fleet's ratio it ranks as
-    :class:`BinPack` does, and on mixed demand it packs into fewer nodes.
+    ``Strategy.BALANCED`` (:class:`Balanced`) packs mixed demand into fewer nodes than
+    ``Strategy.BINPACK`` (:class:`BinPack`, the default), but by preferring an empty node to
+    a lopsided one it spreads long-running tasks over more nodes, which starved large batch
+    requests in the team-sharing simulation (tests/sharing): it is opt-in.
     """
     if strategy == Strategy.BINPACK:
+        return BinPack()
+    if strategy == Strategy.BALANCED:
         return Balanced()
     if strategy == Strategy.SPREAD:
         return Spread()

@@ -14,9 +14,11 @@ from scheduler.model.resources import Resources
 
 
 class Strategy(StrEnum):
-    """How feasible nodes are ranked: fill the fullest first, or the emptiest first."""
+    """How feasible nodes are ranked: fill the fullest first (``binpack``), the same while
+    keeping each node's free mem:cpu level (``balanced``), or the emptiest first (``spread``)."""
 
     BINPACK = "binpack"
+    BALANCED = "balanced"
     SPREAD = "spread"
 
 

@@ -16,6 +16,9 @@ from scheduler.model.node import Node
 from scheduler.model.resources import EPSILON, Resources
 from scheduler.placement.results import PlacedTask, PlacementRequest
 
+# BinPack's weight of levelness against fullness, restated (the oracle shares no code).
+STRANDING_WEIGHT = 8.0
+
 
 def dims(r: Resources) -> tuple[float, float, float, float]:
     return (r.cpus, r.mem, r.disk, r.gpus)
@@ -163,8 +166,24 @@ class Oracle:
 
     # --- ranking and ports ------------------------------------------------------------------
 
+    def binpack_score(self, req: PlacementRequest, node: Node) -> float:
+        """The BinPack ranker (Strategy.BINPACK)."""
+        cap = dims(node.resources)
+        free = self.free(node)
+        need = dims(req.resources)
+        after = [
+            (cap[d] - free[d] + need[d]) / cap[d] if cap[d] > 0 else 0.0 for d in range(4)
+        ]
+        dominant = min(1.0, max(0.0, *after))
+        if not self.on(node):
+            return 50.0 * (1.0 - dominant)
+        stranded = abs(after[0] - after[1])
+        return 50.0 + 50.0 * (dominant + STRANDING_WEIGHT * (1.0 - stranded)) / (
+            1.0 + STRANDING_WEIGHT
+        )
+
     def balanced_score(self, req: PlacementRequest, node: Node) -> float:
-        """The Balanced ranker (Strategy.BINPACK): BinPack's score with weight 12 on occupied
+        """The Balanced ranker (Strategy.BALANCED): BinPack's score with weight 12 on occupied
         nodes, unless the task pushes the node's free mem:cpu out of 0.8..1.2 of its
         capacity's (with a slack of half the task's mean share) while making it less level;
         then 25 * (1 - stranded). Empty nodes: 25 + 25 * (1 - dominant)."""

@@ -185,7 +185,8 @@ class Run:
             return result
         assert isinstance(result, Placement), result
         assert result.host in feasible
-        score = oracle.balanced_score if self.strategy is Strategy.BINPACK else oracle.spread_score
+        score = {Strategy.BINPACK: oracle.binpack_score, Strategy.BALANCED: oracle.balanced_score,
+                 Strategy.SPREAD: oracle.spread_score}[self.strategy]
         best = max(score(request, by_host[h]) for h in feasible)
         assert score(request, by_host[result.host]) >= best - 1e-9
         assert result.ports == oracle.expected_ports(request, by_host[result.host])
@@ -200,7 +201,7 @@ class Run:
 
 
 @PROPERTY_SETTINGS
-@given(scenarios(), st.sampled_from([Strategy.BINPACK, Strategy.SPREAD]))
+@given(scenarios(), st.sampled_from([Strategy.BINPACK, Strategy.BALANCED, Strategy.SPREAD]))
 def test_placer_agrees_with_the_oracle_and_keeps_every_invariant(
     scenario: tuple[list[Node], list[PlacementRequest], list[tuple[int, int]]],
     strategy: Strategy,
@@ -253,7 +254,7 @@ def test_no_node_over_capacity_and_no_constraint_broken_at_scale(
     clusters(),
     requests("/app"),
     st.integers(0, 12),
-    st.sampled_from([Strategy.BINPACK, Strategy.SPREAD]),
+    st.sampled_from([Strategy.BINPACK, Strategy.BALANCED, Strategy.SPREAD]),
     st.lists(st.tuples(requests("/other"), st.integers(1, 6)), max_size=2),
 )
 def test_place_many_count_and_rejection_are_consistent(
@@ -297,7 +298,7 @@ def zoned_clusters(draw: st.DrawFn) -> list[Node]:
 @given(
     zoned_clusters(),
     st.integers(1, 30),
-    st.sampled_from([Strategy.BINPACK, Strategy.SPREAD]),
+    st.sampled_from([Strategy.BINPACK, Strategy.BALANCED, Strategy.SPREAD]),
     st.lists(st.sampled_from([None, *CONSTRAINTS[:2]]), max_size=1),
 )
 def test_group_by_spread_differs_by_at_most_one_when_capacity_suffices(

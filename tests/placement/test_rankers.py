@@ -48,7 +48,7 @@ def test_binpack_prefers_the_node_left_level_over_a_lopsided_one() -> None:
     assert best(BinPack(), nodes, tasks, 1, 100) == "level"
 
 
-# --- Balanced (Strategy.BINPACK): nodes 10 cpus / 1000 mem, so fractions read off directly ---
+# --- Balanced (Strategy.BALANCED): nodes 10 cpus / 1000 mem, so fractions read off directly ---
 
 BALANCED_CASES = [
     # (case, used per occupied node {host: (cpus, mem)}, task (cpus, mem), Balanced's pick,
@@ -143,7 +143,8 @@ def test_scores_of_known_states() -> None:
 
 
 def test_ranker_for_strategy() -> None:
-    assert isinstance(ranker_for(Strategy.BINPACK), Balanced)
+    assert isinstance(ranker_for(Strategy.BINPACK), BinPack)
+    assert isinstance(ranker_for(Strategy.BALANCED), Balanced)
     assert isinstance(ranker_for(Strategy.SPREAD), Spread)
     with pytest.raises(ValueError, match="unknown placement strategy"):
         ranker_for("fastest")  # type: ignore[arg-type]
