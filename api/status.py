@@ -28,6 +28,7 @@ from api.snapshot import state_cache, with_time
 from scheduler import __version__
 from scheduler.model.resources import Resources, format_port_ranges
 from scheduler.model.task import TaskState
+from scheduler.model.timefmt import iso
 from scheduler.orchestrator import Orchestrator
 
 router = APIRouter()
@@ -78,7 +79,7 @@ def render_fallback(o: Orchestrator) -> str:
         if q is not None:
             reason = q.rejection.describe() if q.rejection else "waiting for a pass"
             if q.delayed_until is not None:
-                reason = f"launch delayed (backoff) until {q.delayed_until:%H:%M:%S}"
+                reason = f"launch delayed (backoff) until {iso(q.delayed_until)}"
             why = f"{q.count} waiting: {escape(reason)}"
         command = spec.cmd or " ".join(spec.args or [])
         app_rows.append(
