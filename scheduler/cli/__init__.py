@@ -388,8 +388,8 @@ def _jobs(args: argparse.Namespace) -> int:
         d = j["durations"]
         rows.append([
             j["name"], j["scheduleText"], _until(j["next"]) if j["next"] else "-",
-            f"{last['status']} {_ago(last.get('finishedAt') or last.get('createdAt'))}"
-            if last else "-",
+            f"{last['status']}{' (marked)' if last.get('trigger') == 'marked' else ''} "
+            f"{_ago(last.get('finishedAt') or last.get('createdAt'))}" if last else "-",
             status, j["successCount"], j["errorCount"],
             _seconds(d["median"]) if d["count"] else "-",
             _seconds(d["p95"]) if d["count"] else "-",
