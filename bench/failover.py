@@ -152,13 +152,18 @@ class Replicas:
                 p.kill()
 
 
+LAST_ERROR: list[str] = [""]
+
+
 def write(port: int, app: str, instances: int) -> bool:
     try:
         r = httpx.put(f"http://127.0.0.1:{port}/v2/apps{app}?force=true",
                       json={"id": app, "cmd": "sleep 1", "instances": instances, "cpus": 0.01,
-                            "mem": 8}, timeout=5)
+                            "mem": 8}, timeout=30)
+        LAST_ERROR[0] = f"{r.status_code} {r.text[:300]}"
         return 200 <= r.status_code < 300
-    except httpx.HTTPError:
+    except httpx.HTTPError as e:
+        LAST_ERROR[0] = repr(e)
         return False
 
 
@@ -187,7 +192,7 @@ def writes_per_s(port: int, n: int) -> float:
     t0 = time.monotonic()
     for i in range(n):
         if not write(port, f"/bench/w{i % 50}", i % 3):
-            raise SystemExit(f"write {i} failed")
+            raise SystemExit(f"write {i} failed: {LAST_ERROR[0]}")
     return n / (time.monotonic() - t0)
 
 
@@ -233,7 +238,8 @@ def main() -> int:
     config = cluster()
     out: dict[str, Any] = {}
     with tempfile.TemporaryDirectory(prefix="dromos-failover-") as tmp_name:
-        tmp = Path(tmp_name)
+        tmp = Path(os.environ.get("DROMOS_BENCH_DIR") or tmp_name)  # keep logs: set it
+        tmp.mkdir(parents=True, exist_ok=True)
         kubeconfig = prepare(config, tmp)
         for name, lease in (("default", (15.0, 10.0, 2.0)), ("short", (5.0, 3.0, 1.0))):
             print(f"{name} lease {lease[0]:.0f} s (renew deadline {lease[1]:.0f} s, retry "

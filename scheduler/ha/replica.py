@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Callable
 from typing import Protocol
 
@@ -60,7 +61,8 @@ class Replica:
         return self.elector.abdicate()
 
     def _started(self, epoch: int) -> None:
-        log.info("leading (epoch %d): loading state", epoch)
+        log.warning("leading (epoch %d): loading state", epoch)
+        t0 = time.monotonic()
         self.store.load()
         replayed = self.store.replay_journals()
         if replayed:
@@ -68,6 +70,8 @@ class Replica:
         self._refreshed()
         self._lead()
         self._ready.set()
+        log.warning("leading (epoch %d): taking writes after %.2f s", epoch,
+                    time.monotonic() - t0)
 
     def _stopped(self) -> None:
         self._ready.clear()
