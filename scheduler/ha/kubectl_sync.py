@@ -9,8 +9,9 @@ resourceVersion, list again on 410) and, whenever one changes, makes one pass
   :func:`scheduler.ha.bridge.classify` (the REST API's validation):
   ``Echo`` (Dromos's own write coming back) does nothing; ``Apply`` calls the orchestrator
   command the REST API would (``create_app`` / ``update_app`` / ``put_job``), after making the
-  store adopt a user-named object so the command's write replaces it rather than creating a
-  second object; ``Invalid`` (or a command that refuses) sets ``status.conditions`` Valid=False
+  store adopt the object as classified (its name, resourceVersion and generation), so the
+  command's write replaces it: no second object for a user-named one, and no conflict with
+  the user's change being applied; ``Invalid`` (or a command that refuses) sets ``status.conditions`` Valid=False
   and posts a Warning Event, and runs nothing;
 - each app or job the store holds whose object is missing from a cache at least as new as
   Dromos's last write of that object was deleted by a user (``kubectl delete``): the app (with
@@ -200,8 +201,9 @@ class KubectlSync:
         self._handled[handled_key] = generation
 
     def _apply(self, kind: Kind, obj: dict[str, Any], decision: Apply, *, exists: bool) -> None:
-        if not exists:
-            self._store.adopt(kind, obj, decision.key)
+        # The command's write replaces this very object, at the version classified: a user's
+        # object gets its record, and a user's change is not refused as a conflict with it.
+        self._store.adopt(kind, obj, decision.key)
         if kind == "Job":
             self._commands.put_job(decision.definition)
         elif exists:
