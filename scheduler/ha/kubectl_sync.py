@@ -11,8 +11,8 @@ resourceVersion, list again on 410) and, whenever one changes, makes one pass
   command the REST API would (``create_app`` / ``update_app`` / ``put_job``), after making the
   store adopt the object as classified (its name, resourceVersion and generation), so the
   command's write replaces it: no second object for a user-named one, and no conflict with
-  the user's change being applied; ``Invalid`` (or a command that refuses) sets ``status.conditions`` Valid=False
-  and posts a Warning Event, and runs nothing;
+  the user's change being applied; ``Invalid`` (or a command that refuses) sets
+  ``status.conditions`` Valid=False, posts a Warning Event, and runs nothing;
 - each app or job the store holds whose object is missing from a cache at least as new as
   Dromos's last write of that object was deleted by a user (``kubectl delete``): the app (with
   its tasks) or the job is deleted. ResourceVersions of an etcd-backed API server are
