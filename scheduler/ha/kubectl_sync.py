@@ -32,7 +32,7 @@ import logging
 import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from kubernetes import client as k8s_client
@@ -97,6 +97,8 @@ class KubectlSync:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._handled: dict[tuple[str, str], int] = {}  # (kind, uid) → generation handled
+        # Objects a command refused (an app locked by a deployment...): when to try again.
+        self._retry_at: dict[tuple[str, str], datetime] = {}
         self._deleting: set[tuple[str, str, str]] = set()  # (kind, key, object name) asked
         custom = k8s_client.CustomObjectsApi(api)
         self._caches: dict[Kind, Reflector[dict[str, Any]]] = {
@@ -164,6 +166,7 @@ class KubectlSync:
             uids = {str(o["metadata"].get("uid")) for o in objects}
             for gone in [h for h in self._handled if h[0] == kind and h[1] not in uids]:
                 del self._handled[gone]
+                self._retry_at.pop(gone, None)
         self.passes += 1
 
     def _object(self, kind: Kind, obj: dict[str, Any]) -> None:
@@ -172,19 +175,22 @@ class KubectlSync:
             return
         handled_key = (kind, str(meta.get("uid")))
         generation = int(meta.get("generation") or 0)
-        if self._handled.get(handled_key) == generation:
+        retry_at = self._retry_at.get(handled_key)
+        if self._handled.get(handled_key) == generation and (
+                retry_at is None or self._clock() < retry_at):
             return
+        self._retry_at.pop(handled_key, None)
         name = str(meta["name"])
         key = (meta.get("annotations") or {}).get(KEY_ANNOTATION) or key_of(kind, obj)
         stored = self._store.stored(kind, key)
         if stored is not None and stored.name != name:
             what = "app" if kind == "App" else "job"
-            self._refuse(kind, obj, Verdict(
+            self._report(kind, obj, Verdict(
                 False, "Duplicate", f"{what} {key} is already defined by {kind} {stored.name}"))
         else:
             decision = classify(kind, obj, stored.text if stored is not None else None)
             if isinstance(decision, Invalid):
-                self._refuse(kind, obj, Verdict(False, "Invalid",
+                self._report(kind, obj, Verdict(False, "Invalid",
                                                 decision.condition_message()))
             elif isinstance(decision, Apply):
                 try:
@@ -193,9 +199,14 @@ class KubectlSync:
                     log.info("applying %s %s: %s; trying again later", kind, name, e)
                     return  # not handled: the next pass tries again
                 except Exception as e:  # the command refused (conflict, bad reference)
-                    self._refuse(kind, obj, Verdict(False, "Rejected", str(e) or type(e).__name__))
+                    self._report(kind, obj, Verdict(False, "Rejected",
+                                                    str(e) or type(e).__name__))
+                    # The same object may be accepted later (a deployment ends): GitOps tools
+                    # re-apply without changing it, so it is tried again after a while.
+                    self._retry_at[handled_key] = self._clock() + timedelta(
+                        seconds=self.resync_s)
                 else:
-                    self.verdicts.set(kind, name, Verdict(True, "Applied", ""))
+                    self._report(kind, obj, Verdict(True, "Applied", ""))
             else:
                 assert isinstance(decision, Echo)
         self._handled[handled_key] = generation
@@ -212,15 +223,25 @@ class KubectlSync:
             self._commands.create_app(decision.definition)
         log.info("applied %s %s from kubectl", kind, decision.key)
 
-    def _refuse(self, kind: Kind, obj: dict[str, Any], verdict: Verdict) -> None:
-        """Report on the object; a report that cannot be written is only logged (the verdict
-        stands and the status writer writes it again)."""
+    def _report(self, kind: Kind, obj: dict[str, Any], verdict: Verdict) -> None:
+        """Record the verdict and, when the object's Valid condition does not say it yet,
+        write it, with a Warning Event for a refusal (so a new leader or a relist does not
+        repeat them). A report that cannot be written is only logged (the status writer
+        writes the verdict again)."""
         name = str(obj["metadata"]["name"])
         self.verdicts.set(kind, name, verdict)
+        current = next((c for c in (obj.get("status") or {}).get("conditions") or []
+                        if isinstance(c, dict) and c.get("type") == "Valid"), None)
+        shown = current is not None and (current.get("status"), current.get("reason"),
+                                         current.get("message") or "") == (
+            "True" if verdict.valid else "False", verdict.reason, verdict.message)
+        if shown or (current is None and verdict.valid):
+            return  # said already (a valid object without a condition: the status writer's)
         now = self._clock()
         try:
             write_condition(self._api, self.namespace, kind, name, verdict, self._fence(), now)
-            post_event(self._api, self.namespace, obj, verdict.reason, verdict.message, now)
+            if not verdict.valid:
+                post_event(self._api, self.namespace, obj, verdict.reason, verdict.message, now)
         except (KubeError, NotLeader) as e:
             log.warning("reporting %s %s as %s failed: %s", kind, name, verdict.reason, e)
 

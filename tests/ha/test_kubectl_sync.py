@@ -23,8 +23,14 @@ from scheduler.ha.kubectl_sync import Commands, KubectlSync
 from scheduler.model.app import AppSpec, parse_app
 from scheduler.model.job import parse_job
 from scheduler.model.timefmt import iso
+from scheduler.orchestrator.core import Conflict
 from scheduler.store.kubernetes import KEY_ANNOTATION, KubernetesStore, object_name
-from tests.runtimes.k8s_support import ensure_namespace, kubeconfig, kubectl, namespace_for
+from tests.runtimes.k8s_support import (
+    ensure_namespace,
+    kubeconfig,
+    kubectl,
+    namespace_for,
+)
 from tests.store.kube_store import api_client
 
 FENCE = "test/0"
@@ -38,6 +44,7 @@ class Orchestrator:
 
     store: KubernetesStore
     calls: list[tuple[str, Any]] = field(default_factory=list)
+    locked: set[str] = field(default_factory=set)  # app ids whose updates are refused
 
     def commands(self) -> Commands:
         def versioned(d: dict[str, Any]) -> AppSpec:
@@ -49,6 +56,8 @@ class Orchestrator:
             self.calls.append(("create_app", d))
 
         def update_app(d: dict[str, Any]) -> None:
+            if d["id"] in self.locked:  # as an app locked by a running deployment is
+                raise Conflict(f"App is locked by one or more deployments: {d['id']}")
             self.store.put_app(versioned(d))
             self.calls.append(("update_app", d))
 
@@ -245,3 +254,62 @@ def test_rest_writes_and_status_show_in_kubectl(env: Env) -> None:
     passes = env.sync.passes
     wait_until(lambda: env.sync.passes >= passes + 2, "two more passes")
     assert [what for what, _ in env.orchestrator.calls] == ["create_app", "put_job"]
+
+
+def valid_condition(env: Env, resource: str, name: str) -> Any:
+    status = env.get(resource, name).get("status") or {}
+    return next((c for c in status.get("conditions") or [] if c["type"] == "Valid"), None)
+
+
+def events_of(env: Env, name: str) -> list[tuple[str, str]]:
+    return [(e["type"], e["reason"]) for e in env.get("events")["items"]
+            if e["involvedObject"]["name"] == name]
+
+
+def test_a_refused_change_is_reported_and_tried_again(env: Env) -> None:
+    env.apply(app_object("hello", cmd="sleep 60", instances=1, mem=32))
+    wait_until(lambda: calls_named(env, "create_app"), "the app")
+    env.orchestrator.locked.add("/hello")
+    env.apply(app_object("hello", cmd="sleep 60", instances=4, mem=32))
+    refused = wait_until(lambda: (c := valid_condition(env, "apps.dromos.io", "hello"))
+                         and c["status"] == "False" and c, "the refusal")
+    assert refused["reason"] == "Rejected" and "locked" in refused["message"]
+    assert wait_until(lambda: events_of(env, "hello"), "the event") == [("Warning", "Rejected")]
+    app = env.store.get_app("/hello")
+    assert app is not None and app.instances == 1
+
+    # The deployment ends; the same object (not applied again by anyone) is taken.
+    env.orchestrator.locked.clear()
+    updated = wait_until(lambda: calls_named(env, "update_app"), "the retry")
+    assert updated[0]["instances"] == 4
+    wait_until(lambda: (valid_condition(env, "apps.dromos.io", "hello") or {}).get("status")
+               == "True", "Valid=True")
+    assert events_of(env, "hello") == [("Warning", "Rejected")]  # said once
+
+
+def test_a_second_object_for_one_app_is_a_duplicate(env: Env) -> None:
+    env.apply(app_object("web", cmd="sleep 60", instances=1, mem=32))
+    wait_until(lambda: calls_named(env, "create_app"), "the app")
+    env.apply(app_object("web-copy", id="/web", cmd="sleep 1", instances=9, mem=32))
+    duplicate = wait_until(lambda: valid_condition(env, "apps.dromos.io", "web-copy"),
+                           "the condition")
+    assert (duplicate["status"], duplicate["reason"]) == ("False", "Duplicate")
+    assert "App web" in duplicate["message"]
+    app = env.store.get_app("/web")
+    assert app is not None and app.instances == 1
+    assert [what for what, _ in env.orchestrator.calls] == ["create_app"]
+
+
+def test_an_object_deleted_while_no_leader_watched_is_deleted_at_start(env: Env) -> None:
+    env.sync.stop()
+    env.store.put_job(parse_job({"name": "etl", "command": "true",
+                                 "schedule": "R/2026-01-01T00:00:00Z/PT1H"}))
+    env.kubectl("delete", "jobs.dromos.io", object_name("etl"))
+    successor = KubectlSync(env.api, env.namespace, env.store,
+                            env.orchestrator.commands(), lambda: FENCE, resync_s=1.0)
+    successor.start()
+    try:
+        wait_until(lambda: calls_named(env, "delete_job"), "the deletion")
+    finally:
+        successor.stop()
+    assert calls_named(env, "delete_job") == ["etl"] and env.store.get_job("etl") is None
