@@ -76,7 +76,7 @@ class LeaderState:
     me: str
     leading: bool
     leader: str | None
-    epoch: int | None
+    epoch: int | None = None
 
 
 class LeaderElector:

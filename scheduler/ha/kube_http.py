@@ -30,13 +30,12 @@ class KubeError(Exception):
 
 
 def request(api: Any, method: str, path: str, body: Any = None, *,
-            timeout_s: float = 10.0, content_type: str = "application/json") -> dict[str, Any]:
-    """``method path`` with a JSON ``body``; the decoded JSON answer (``{}`` when empty).
-    ``content_type`` names a patch's kind (``application/merge-patch+json``)."""
+            timeout_s: float = 10.0) -> dict[str, Any]:
+    """``method path`` with a JSON ``body``; the decoded JSON answer (``{}`` when empty)."""
     try:
         m, url, headers, payload, _ = api.param_serialize(
             method=method, resource_path=path, body=body,
-            header_params={"Content-Type": content_type, "Accept": "application/json"},
+            header_params={"Content-Type": "application/json", "Accept": "application/json"},
             auth_settings=["BearerToken"])
         response = api.call_api(m, url, header_params=headers, body=payload,
                                 _request_timeout=timeout_s)

@@ -6,8 +6,10 @@
   it, the status writer reads it), so a periodic status write never turns an object a user
   got wrong back to ``Valid=True``.
 - :class:`StatusWriter` writes the status of every app and job the store holds, when it
-  changed, through the status subresource (a JSON merge patch: no resourceVersion, so it never
-  conflicts with the store's writes of ``spec``), carrying the fence token in ``status.fence``.
+  changed, through the status subresource (read, merged, replaced: the RBAC of
+  ``manifests/10-rbac.yaml`` grants ``get`` and ``update`` on it), carrying the fence token in
+  ``status.fence``. A status write changes the object's resourceVersion but not its
+  generation, which the store tells apart from a user's change of ``spec``.
 - :func:`write_condition` and :func:`post_event` are the two writes the bridge reports with.
 """
 
@@ -20,12 +22,12 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from scheduler.ha.kube_http import KubeError, KubeNotFound, request
+from scheduler.ha.kube_http import KubeConflict, KubeError, KubeNotFound, request
 from scheduler.store.kubernetes import GROUP, VERSION, KubernetesStore
 
 log = logging.getLogger("dromos.ha.kube_status")
 
-MERGE_PATCH = "application/merge-patch+json"
+STATUS_ATTEMPTS = 3  # replaces refused as conflicting (the object changed meanwhile)
 PLURALS = {"App": "apps", "Job": "jobs"}
 
 
@@ -111,14 +113,25 @@ def _path(namespace: str, kind: str, name: str) -> str:
 
 def patch_status(api: Any, namespace: str, kind: str, name: str, status: dict[str, Any],
                  fence: str, now: datetime, *, timeout_s: float = 10.0) -> None:
-    """Merge ``status`` (conditions stamped with ``now``) into the object's status."""
-    body = dict(status)
-    body["fence"] = fence
-    if "conditions" in body:
-        body["conditions"] = [{**c, "lastTransitionTime": _stamp(now)}
-                              for c in body["conditions"]]
-    request(api, "PATCH", _path(namespace, kind, name), {"status": body},
-            timeout_s=timeout_s, content_type=MERGE_PATCH)
+    """Merge ``status`` (conditions stamped with ``now``) into the object's status: read it,
+    replace it at the version read, again when someone changed the object meanwhile.
+    Raises ``KubeNotFound`` (the object is gone), ``KubeConflict`` (changing too fast),
+    ``KubeError``."""
+    fields = dict(status)
+    fields["fence"] = fence
+    if "conditions" in fields:
+        fields["conditions"] = [{**c, "lastTransitionTime": _stamp(now)}
+                                for c in fields["conditions"]]
+    path = _path(namespace, kind, name)
+    for attempt in range(STATUS_ATTEMPTS):
+        current = request(api, "GET", path, timeout_s=timeout_s)
+        current["status"] = {**(current.get("status") or {}), **fields}
+        try:
+            request(api, "PUT", path, current, timeout_s=timeout_s)
+            return
+        except KubeConflict:
+            if attempt == STATUS_ATTEMPTS - 1:
+                raise
 
 
 def write_condition(api: Any, namespace: str, kind: str, name: str, verdict: Verdict,
@@ -200,7 +213,7 @@ class StatusWriter:
                              self._clock())
             except KubeNotFound:
                 continue  # deleted meanwhile: the bridge handles that
-            except KubeError as e:
+            except (KubeError, KubeConflict) as e:
                 log.warning("writing the status of %s %s failed: %s", kind, name, e)
                 continue
             self._written[(kind, name)] = status

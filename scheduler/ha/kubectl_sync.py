@@ -39,7 +39,7 @@ from kubernetes import client as k8s_client
 
 from scheduler.ha.bridge import Apply, Echo, Invalid, Kind, classify, key_of
 from scheduler.ha.elector import NotLeader
-from scheduler.ha.kube_http import KubeError
+from scheduler.ha.kube_http import KubeConflict, KubeError, KubeNotFound
 from scheduler.ha.kube_status import Verdict, Verdicts, post_event, write_condition
 from scheduler.runtimes.kubernetes.cache import Reflector
 from scheduler.store.kubernetes import (
@@ -242,7 +242,7 @@ class KubectlSync:
             write_condition(self._api, self.namespace, kind, name, verdict, self._fence(), now)
             if not verdict.valid:
                 post_event(self._api, self.namespace, obj, verdict.reason, verdict.message, now)
-        except (KubeError, NotLeader) as e:
+        except (KubeError, KubeConflict, KubeNotFound, NotLeader) as e:
             log.warning("reporting %s %s as %s failed: %s", kind, name, verdict.reason, e)
 
     def _deletions(self, kind: Kind, objects: list[dict[str, Any]], version: str | None) -> None:

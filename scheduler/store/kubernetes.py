@@ -56,6 +56,7 @@ log = logging.getLogger("dromos.store.kubernetes")
 GROUP = "dromos.io"
 VERSION = "v1alpha1"
 KEY_ANNOTATION = "dromos.io/key"
+LEASE_NAME = "dromos-leader"  # the Lease replicas elect on; the fence policy reads it
 JOB_LABEL = "dromos.io/job"
 STRUCTURED_KINDS = {"App": "apps", "Job": "jobs"}  # kind → _State field
 
@@ -193,7 +194,7 @@ class KubernetesStore(MemoryStore):
     def __init__(self, api: Any, namespace: str, fence: Callable[[], str], *,
                  timeout_s: float = 10.0) -> None:
         super().__init__()
-        self._api = api
+        self.api = api
         self.namespace = namespace
         self._fence = fence
         self.timeout_s = timeout_s
@@ -455,7 +456,7 @@ class KubernetesStore(MemoryStore):
         deadline = time.monotonic() + FENCE_CATCH_UP_S
         while True:
             try:
-                return request(self._api, method, path, body, timeout_s=self.timeout_s)
+                return request(self.api, method, path, body, timeout_s=self.timeout_s)
             except KubeError as e:
                 refused_by_fence = e.status in (403, 422) and FENCE_POLICY in str(e)
                 if not (refused_by_fence and sent is not None and time.monotonic() < deadline
