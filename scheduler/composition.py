@@ -23,10 +23,16 @@ from scheduler.clock import SystemClock
 from scheduler.config import ConfigError, ServeConfig
 from scheduler.events import DROMOS, EventBus
 from scheduler.ha.elector import NotLeader
+from scheduler.ha.kube_status import AppFigures, JobFigures, StatusWriter
+from scheduler.ha.kubectl_sync import Commands, KubectlSync
 from scheduler.ha.lease import LeaseTimings
 from scheduler.ha.lease_api import KubeLeaseApi
 from scheduler.ha.replica import Replica
-from scheduler.orchestrator import Orchestrator
+from scheduler.model.app import parse_app
+from scheduler.model.job import parse_job
+from scheduler.model.task import TaskState
+from scheduler.model.timefmt import iso
+from scheduler.orchestrator import NotFound, Orchestrator
 from scheduler.orchestrator.group_commands import GroupManager
 from scheduler.placement.results import Strategy
 from scheduler.runtimes import registry
@@ -175,17 +181,66 @@ def _build_replica(config: ServeConfig) -> Dromos:
     assert isinstance(store, KubernetesStore)
     lease = KubeLeaseApi(store.api, store.namespace, LEASE_NAME, timeout_s=timings.retry_s)
     group_manager = GroupManager(orchestrator)  # a standby cannot finish a change: see lead()
+    # kubectl as a way in: App and Job objects applied by users become commands; the
+    # objects' status shows what runs (both only on the leader).
+    sync = KubectlSync(store.api, store.namespace, store, kubectl_commands(orchestrator), fence)
+    status = StatusWriter(store.api, store.namespace, store, fence,
+                          lambda app_id: app_figures(orchestrator, app_id),
+                          lambda name: job_figures(orchestrator, name), verdicts=sync.verdicts)
 
     def lead() -> None:
         orchestrator.reload()
         group_manager.resume()
         orchestrator.start()
+        sync.start()
+        status.start()
 
-    replica = Replica(lease, config.address, timings, store, lead=lead,
-                      follow=orchestrator.pause, refreshed=orchestrator.reload)
+    def follow() -> None:
+        sync.stop()
+        status.stop()
+        orchestrator.pause()
+
+    replica = Replica(lease, config.address, timings, store, lead=lead, follow=follow,
+                      refreshed=orchestrator.reload)
     replicas.append(replica)
     return Dromos(config, orchestrator, group_manager, build_balancer(config, orchestrator),
                   replica)
+
+
+def kubectl_commands(o: Orchestrator) -> Commands:
+    """What an applied or deleted App/Job object asks, as the REST API would do it. A kubectl
+    delete wins over a running deployment (``force``), as ``kubectl delete`` is meant to."""
+    return Commands(create_app=lambda d: o.create_app(parse_app(d)),
+                    update_app=lambda d: o.update_app(parse_app(d)),
+                    delete_app=lambda app_id: o.delete_app(app_id, force=True),
+                    put_job=lambda d: o.put_job(parse_job(d)),
+                    delete_job=o.delete_job)
+
+
+def app_figures(o: Orchestrator, app_id: str) -> AppFigures | None:
+    try:
+        spec = o.app(app_id)
+    except NotFound:
+        return None
+    tasks = o.tasks(app_id)
+    return AppFigures(instances=spec.instances,
+                      running=sum(t.state is TaskState.RUNNING for t in tasks),
+                      healthy=sum(o.is_healthy(t, spec) is True for t in tasks),
+                      version=spec.version or "")
+
+
+def job_figures(o: Orchestrator, name: str) -> JobFigures | None:
+    try:
+        job = o.job(name)
+    except NotFound:
+        return None
+    runs = o.job_runs(name, limit=1)
+    last = runs[0] if runs else None
+    upcoming = o.jobs.next_fire(name)
+    return JobFigures(schedule=job.schedule or "",
+                      last_run=iso(last.created_at) if last else None,
+                      next_run=iso(upcoming) if upcoming else None,
+                      last_result=last.status.value if last else None)
 
 
 def serve(config: ServeConfig) -> int:

@@ -192,3 +192,53 @@ def test_failover_during_a_rolling_deployment_loses_and_doubles_nothing(
         t["id"] for t in tasks)
     assert {p["metadata"]["annotations"]["dromos.io/version"] for p in live} == {
         app["versionInfo"]["lastConfigChangeAt"]}
+
+
+def test_kubectl_apply_status_rest_change_and_delete(replicas: list[Replica]) -> None:
+    rs = replicas
+    ns = namespace_for(rs[0].state.parent)
+    leader = leader_of(rs)
+    kube = kubeconfig()
+    examples = MANIFESTS / "examples"
+    kubectl(kube, "apply", "-n", ns, "-f", str(examples / "app.yaml"))
+    kubectl(kube, "apply", "-n", ns, "-f", str(examples / "bad-app.yaml"))
+
+    def hello_running() -> dict[str, Any] | None:
+        r = httpx.get(leader.url + "/v2/apps/hello", timeout=10)
+        app: dict[str, Any] = r.json()["app"] if r.status_code == 200 else {}
+        return app if app and app["tasksRunning"] == 2 else None
+
+    wait_for(hello_running, 120, "the kubectl-applied app to run 2 tasks")
+    # Its status shows it (printer columns read these), and it stays one object.
+    obj = wait_for(lambda: (o := kubectl_json(kube, "get", "apps.dromos.io", "hello", "-n",
+                                              ns)).get("status", {}).get("running") == 2 and o,
+                   60, "status.running = 2")
+    assert [c["status"] for c in obj["status"]["conditions"] if c["type"] == "Valid"] == ["True"]
+    names = [o["metadata"]["name"] for o in kubectl_json(kube, "get", "apps.dromos.io", "-n",
+                                                         ns)["items"]]
+    assert sorted(names) == ["broken", "hello"]
+
+    # The bad one runs nothing and says why, at the REST API's paths.
+    bad = wait_for(lambda: [c for c in kubectl_json(kube, "get", "apps.dromos.io", "broken",
+                                                    "-n", ns).get("status", {})
+                            .get("conditions", []) if c["type"] == "Valid"], 60,
+                   "the bad object's condition")
+    assert bad[0]["status"] == "False" and "/instances" in bad[0]["message"]
+    assert httpx.get(leader.url + "/v2/apps/broken", timeout=10).status_code == 404
+    events = kubectl_json(kube, "get", "events", "-n", ns)["items"]
+    assert any(e["involvedObject"]["name"] == "broken" and e["type"] == "Warning"
+               for e in events)
+
+    # A REST change shows in the object.
+    r = httpx.put(leader.url + "/v2/apps/hello?force=true", json={"instances": 3}, timeout=30)
+    assert r.status_code == 200, r.text
+    wait_for(lambda: kubectl_json(kube, "get", "apps.dromos.io", "hello", "-n",
+                                  ns)["spec"]["instances"] == 3, 60, "spec.instances = 3")
+
+    # kubectl delete removes the app and its pods.
+    kubectl(kube, "delete", "-n", ns, "-f", str(examples / "app.yaml"))
+    wait_for(lambda: httpx.get(leader.url + "/v2/apps/hello", timeout=10).status_code == 404,
+             60, "the app to be deleted")
+    wait_for(lambda: not [p for p in pods(ns)
+                          if p["metadata"]["annotations"].get("dromos.io/app-id") == "/hello"],
+             120, "its pods to go")
