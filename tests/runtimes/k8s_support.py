@@ -73,7 +73,10 @@ def _cluster() -> tuple[str | None, str | None]:
 
     Several test sessions may share the cluster (developers run the suite in parallel): they
     serialise bringing it up on a lock, each registers itself, and the last one to leave
-    stops it -- if a test session started it (a cluster someone started by hand stays)."""
+    stops it -- if a test session started it (a cluster someone started by hand stays).
+    Once it is up, the cached binaries (``kubectl`` among them: a fresh machine has none of
+    its own) come first on this process's ``PATH``, for the tests and the runtime's
+    ``kubectl exec`` alike."""
     SESSIONS.mkdir(parents=True, exist_ok=True)
     with open(SESSIONS.parent / "lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
@@ -92,6 +95,7 @@ def _cluster() -> tuple[str | None, str | None]:
             (SESSIONS.parent / "started-by-tests").touch()
         (SESSIONS / str(os.getpid())).touch()
     atexit.register(_leave)
+    os.environ["PATH"] = f"{CACHE / 'bin'}{os.pathsep}{os.environ.get('PATH', '')}"
     config = str(_kubeconfig_path())
     _ensure_localhost_node(config)
     return config, None
@@ -105,7 +109,10 @@ def _kubeconfig_path() -> Path:
 def _answers() -> bool:
     if not _kubeconfig_path().exists():
         return False
-    done = subprocess.run(["kubectl", "--kubeconfig", str(_kubeconfig_path()), "get", "--raw",
+    cli = CACHE / "bin" / "kubectl"
+    if not cli.exists():
+        return False  # up.sh builds it
+    done = subprocess.run([str(cli), "--kubeconfig", str(_kubeconfig_path()), "get", "--raw",
                            "/readyz"], capture_output=True, timeout=20, check=False)
     return done.returncode == 0
 
@@ -146,12 +153,17 @@ def _ensure_localhost_node(kubeconfig: str) -> None:
 
 
 def kube_unavailable() -> str | None:
-    """Why the Kubernetes tests cannot run here, or ``None`` when the cluster is up."""
+    """Why the Kubernetes tests cannot run here, or ``None`` when the cluster is up. (The
+    contract suite's backend skips with it as ``kubernetes runtime unavailable: <why>``, the
+    words :func:`kubeconfig` uses.)"""
     return _cluster()[1]
 
 
 def kubeconfig() -> str:
-    """The test cluster's kubeconfig (skips the test when the cluster cannot come up)."""
+    """The test cluster's kubeconfig. The one gate of every test that needs the offline
+    cluster (its own cluster too, see :func:`own_cluster`): when the cluster cannot come up
+    here -- no Go and no proxy to build the binaries, say -- the test is skipped with the
+    reason, which ``tests/conftest.py`` turns into a failure under ``DROMOS_CI=1``."""
     path, why = _cluster()
     if path is None:
         pytest.skip(f"kubernetes runtime unavailable: {why}")
@@ -405,7 +417,11 @@ def api_server_address(config: str) -> tuple[str, int]:
 
 def own_cluster(name: str, nodes: int = 1) -> str:
     """A separate small cluster for a test that must disrupt it; the caller removes it
-    (``down.sh --name``)."""
+    (``down.sh --name``). Goes through :func:`kubeconfig` first, so where the offline cluster
+    cannot come up at all it skips (fails under CI) with the same reason as every other
+    Kubernetes test; where the shared cluster runs, a cluster of its own that does not come
+    up is the test's failure."""
+    kubeconfig()
     done = subprocess.run(["bash", str(OFFLINE / "up.sh"), "--name", name, "--nodes",
                            str(nodes)], capture_output=True, text=True, timeout=600,
                           check=False)
