@@ -19,6 +19,14 @@ for _name in ("Iterable", "Mapping", "MutableMapping", "Sequence", "Callable"):
         setattr(collections, _name, getattr(collections.abc, _name))
 
 
+def pytest_collection_finish(session: pytest.Session) -> None:
+    """Build the offline Kubernetes binaries, if a collected test needs them, before any test
+    runs (a first build outlasts a test's timeout)."""
+    from tests.runtimes.k8s_support import build_before_tests
+
+    build_before_tests(session.items, session.config)
+
+
 @pytest.hookimpl(hookwrapper=True)
 def pytest_runtest_makereport(
     item: pytest.Item, call: pytest.CallInfo[None]

@@ -24,6 +24,7 @@ of a task comes from its pod (:func:`launched_pod`, :func:`pods_of_task`).
 from __future__ import annotations
 
 import atexit
+import collections
 import contextlib
 import fcntl
 import functools
@@ -33,6 +34,7 @@ import os
 import re
 import socket
 import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator, Sequence
@@ -65,6 +67,40 @@ TEST_IMAGE = "dromos-test/busybox:1"  # never pulled: no kubelet runs it
 
 # --- the cluster -----------------------------------------------------------------------------
 
+_build_failure: list[str] = []
+"""Why build.sh failed before the tests started (see :func:`build_before_tests`)."""
+
+
+def build_before_tests(items: Sequence[pytest.Item], config: pytest.Config) -> None:
+    """Run ``build.sh`` once, before the first test, when any collected test needs Kubernetes
+    (``--node`` too when one needs the real node). A first build takes ~20 minutes, longer than
+    a test's timeout, so it cannot happen inside a test; when everything is cached it is a few
+    ``--version`` calls. Its progress goes to the terminal. A failed build is remembered: every
+    Kubernetes test then skips (fails under CI) with its reason, without building again."""
+    ids = [item.nodeid for item in items if "kubernetes" in item.nodeid]
+    if not ids:
+        return
+    args = ["--node"] if any("real" in nodeid for nodeid in ids) else []
+    capture = config.pluginmanager.getplugin("capturemanager")
+    guard = (capture.global_and_fixture_disabled() if capture is not None
+             else contextlib.nullcontext())
+    tail: collections.deque[str] = collections.deque(maxlen=4)
+    with guard:
+        try:
+            proc = subprocess.Popen(["bash", str(OFFLINE / "build.sh"), *args],
+                                    stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        except OSError as e:
+            _build_failure.append(f"build.sh could not run: {e}")
+            return
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            sys.stderr.write(line)
+            if line.strip():
+                tail.append(line.strip())
+        code = proc.wait()
+    if code != 0:
+        _build_failure.append(f"build.sh failed ({code}): {' / '.join(tail)}")
+
 
 @functools.cache
 def _cluster() -> tuple[str | None, str | None]:
@@ -77,6 +113,8 @@ def _cluster() -> tuple[str | None, str | None]:
     Once it is up, the cached binaries (``kubectl`` among them: a fresh machine has none of
     its own) come first on this process's ``PATH``, for the tests and the runtime's
     ``kubectl exec`` alike."""
+    if _build_failure:
+        return None, _build_failure[0]
     SESSIONS.mkdir(parents=True, exist_ok=True)
     with open(SESSIONS.parent / "lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
