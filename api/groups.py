@@ -4,8 +4,8 @@ Group JSON has exactly the keys strict clients accept (marathon 0.13.0's ``Marat
 ``id, apps, groups, pods, dependencies, version``); Marathon 1.9's ``enforceRole`` is left
 out for that reason. Writes answer with Marathon's deployment result
 ``{"deploymentId", "version"}`` and a ``Marathon-Deployment-Id`` header (see
-:mod:`scheduler.groups` for which deployment that is). ``?force=true`` overrides deployment
-locks (409 otherwise).
+:mod:`scheduler.orchestrator.group_commands` for which deployment that is). ``?force=true``
+overrides deployment locks (409 otherwise).
 
 Routes, besides Marathon's: ``PUT /v2/groups/{id}/versions/{v}`` rolls back, because the
 common Python client's ``rollback_group`` uses that path.
@@ -20,11 +20,11 @@ from fastapi import APIRouter, Body, Request
 from fastapi.responses import JSONResponse
 
 from api.presentation import app_json, orch, qbool
-from scheduler.groups import GroupChange, GroupManager
 from scheduler.model.app import AppSpec
 from scheduler.model.group import ROOT, Group, resolve_path
 from scheduler.model.validation import SpecError
 from scheduler.orchestrator import Orchestrator
+from scheduler.orchestrator.group_commands import GroupChange, GroupManager
 
 router = APIRouter()
 

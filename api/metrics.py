@@ -127,7 +127,7 @@ def collect(o: Orchestrator, app_state: Any) -> Facts:
     """Read the facts from the orchestrator now. Costs one pass over apps, tasks and jobs;
     takes the orchestrator lock only briefly (queue, deployments), never across a pass."""
     apps = {a.id: a for a in o.apps()}
-    tasks = reads(o).all_tasks()
+    tasks = [t for t in reads(o).all_tasks() if t.job is None]  # app tasks only
     by_state = dict.fromkeys(TaskState, 0)
     healthy = unhealthy = 0
     for t in tasks:

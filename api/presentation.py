@@ -9,7 +9,7 @@ from typing import Any
 
 from fastapi import Request
 
-from scheduler.batch.schedule import describe
+from scheduler.batch.schedule_text import describe
 from scheduler.model.app import AppSpec
 from scheduler.model.job import JobRun, JobSpec, RunStatus
 from scheduler.model.task import Task, TaskState

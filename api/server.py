@@ -17,8 +17,8 @@ from api.app import create_app
 from api.sse import close_streams
 from api.standby import StandbyServer, standby_app
 from scheduler.config import ServeConfig
-from scheduler.groups import GroupManager
 from scheduler.orchestrator import Orchestrator
+from scheduler.orchestrator.group_commands import GroupManager
 from scheduler.services.open_files import AcceptErrorLog
 from scheduler.store.state_lock import Holder, StateLock, read_holder
 

@@ -13,7 +13,7 @@ page needs.
   reconnecting ``EventSource`` resumes from ``Last-Event-ID`` (the epoch names this server's
   bus: after a restart sequence numbers start again, and the old id means nothing).
 - ``GET /ui/logs/{id}``: a task's or a job run's output, tail and follow (cursor), see
-  :func:`read_logs`.
+  :meth:`scheduler.runtimes.base.Runtime.read_output`.
 - ``GET /ui/runs/{run_id}``, ``POST /ui/jobs/{name}/run``, ``POST /ui/jobs/{name}/disabled``:
   what the page's buttons and ``dromos jobs run --follow`` need (Chronos's ``PUT /job/{name}``
   answers 204 without saying which run it created).
@@ -27,14 +27,11 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import threading
 import time
 import uuid
 import weakref
 from collections.abc import AsyncIterator, Mapping
-from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import anyio.to_thread
@@ -46,13 +43,11 @@ from api.limits import strict_dumps
 from api.presentation import WEB_DIR, orch, reads
 from api.snapshot import run_json, state_cache, with_time
 from api.sse import KEEPALIVE, Connection, EventHub, EventStream, hub_of
-from scheduler.batch.runner import run_task
 from scheduler.events import DROMOS, MARATHON, Event, EventBus
 from scheduler.model.job import JobRun, RunStatus, attempt_task_id
-from scheduler.model.task import Task, TaskState
+from scheduler.model.task import Task, TaskState, task_of_run
 from scheduler.orchestrator import NotFound, Orchestrator
-from scheduler.runtimes.base import RuntimeUnavailable
-from scheduler.runtimes.executor import STDERR_FILE, STDOUT_FILE
+from scheduler.runtimes.base import Output, RuntimeUnavailable
 
 router = APIRouter(prefix="/ui", tags=["status page"])
 
@@ -75,10 +70,6 @@ resuming from ``Last-Event-ID``: no response lives forever, whoever serves the a
 KEEPALIVE_SECONDS = 10.0
 
 LOG_TAIL_DEFAULT = 200
-LOG_READ_MAX_BYTES = 1 << 20
-"""At most this much output per ``/ui/logs`` answer; a follower gets the rest next time."""
-LOG_TAIL_MAX_BYTES = 4 << 20
-"""A tail never reads further back than this from the end of a file."""
 
 
 @router.get("/state")
@@ -205,155 +196,6 @@ async def _stream(o: Orchestrator, conn: Connection, backlog: list[Event], last_
 # ------------------------------------------------------------------ logs
 
 
-class LogsUnsupported(LookupError):
-    """The runtime has no way to show task output."""
-
-
-@dataclass(frozen=True)
-class LogChunk:
-    """Output of one stream: ``stdout``, ``stderr``, or ``output`` (both, interleaved, as
-    Docker and Kubernetes keep them)."""
-
-    stream: str
-    text: str
-
-
-@dataclass(frozen=True)
-class LogRead:
-    chunks: list[LogChunk]
-    cursor: str
-    source: str
-
-
-def _complete_utf8(data: bytes) -> int:
-    """The length of the longest prefix of ``data`` that does not end inside a UTF-8
-    sequence (so a follower never sees half a character)."""
-    for back in range(1, min(4, len(data)) + 1):
-        b = data[-back]
-        if b & 0xC0 == 0x80:
-            continue  # a continuation byte: look further back for the lead byte
-        if b >= 0xC0:
-            need = 2 if b < 0xE0 else 3 if b < 0xF0 else 4
-            return len(data) - back if need > back else len(data)
-        return len(data)
-    return len(data)
-
-
-def _tail_bytes(path: Path, lines: int | None) -> tuple[bytes, int]:
-    """The last ``lines`` lines of a file (all when ``None``, at most
-    :data:`LOG_TAIL_MAX_BYTES` either way) and the file's size (where a follower goes on)."""
-    try:
-        f = open(path, "rb")  # noqa: SIM115 -- closed below; a missing file is "no output"
-    except FileNotFoundError:
-        return b"", 0
-    with f:
-        size = f.seek(0, os.SEEK_END)
-        floor = max(0, size - LOG_TAIL_MAX_BYTES)
-        if lines is None:
-            start = floor
-        else:
-            start = size
-            newlines = 0
-            while start > floor and newlines <= lines:
-                step = min(65536, start - floor)
-                start -= step
-                f.seek(start)
-                block = f.read(step)
-                # A final newline ends the last line; it does not start another one.
-                newlines += block.count(b"\n") - (1 if start + step == size and
-                                                  block.endswith(b"\n") else 0)
-        f.seek(start)
-        data = f.read(size - start)
-    if lines is not None:
-        data = b"".join(data.splitlines(keepends=True)[-lines:]) if lines > 0 else b""
-    return data, size
-
-
-def _read_from(path: Path, offset: int) -> tuple[bytes, int]:
-    """Bytes after ``offset`` (at most :data:`LOG_READ_MAX_BYTES`, whole characters) and the
-    new offset. A file shorter than ``offset`` was truncated: read it from the start."""
-    try:
-        f = open(path, "rb")  # noqa: SIM115
-    except FileNotFoundError:
-        return b"", 0
-    with f:
-        size = f.seek(0, os.SEEK_END)
-        if size < offset:
-            offset = 0
-        f.seek(offset)
-        data = f.read(min(LOG_READ_MAX_BYTES, size - offset))
-    data = data[: _complete_utf8(data)]
-    return data, offset + len(data)
-
-
-def _parse_cursor(cursor: str | None, kind: str, parts: int) -> list[int] | None:
-    if not cursor or not cursor.startswith(kind + ":"):
-        return None
-    try:
-        values = [int(v) for v in cursor[len(kind) + 1:].split(",")]
-    except ValueError:
-        return None
-    return values if len(values) == parts and all(v >= 0 for v in values) else None
-
-
-def _read_sandbox(sandbox: Path, tail: int | None, cursor: str | None) -> LogRead:
-    offsets = _parse_cursor(cursor, "f", 2)
-    chunks: list[LogChunk] = []
-    new: list[int] = []
-    for i, name in enumerate((STDOUT_FILE, STDERR_FILE)):
-        path = sandbox / name
-        if offsets is None:
-            data, pos = _tail_bytes(path, tail)
-        else:
-            data, pos = _read_from(path, offsets[i])
-        new.append(pos)
-        chunks.append(LogChunk(name, data.decode("utf-8", "replace")))
-    return LogRead(chunks, f"f:{new[0]},{new[1]}", "sandbox files")
-
-
-def _read_runtime_logs(logs: Any, task: Task, tail: int | None, cursor: str | None,
-                       source: str) -> LogRead:
-    # The runtime only offers "the last N lines": a follower's cursor counts the complete
-    # lines it has seen, and each follow-up reads everything to find the new ones. That costs
-    # the whole log per poll, fine for a page or a terminal, not for a firehose.
-    seen = _parse_cursor(cursor, "l", 1)
-    text = str(logs(task, None))
-    lines = text.splitlines(keepends=True)
-    complete = len(lines) - (1 if lines and not lines[-1].endswith("\n") else 0)
-    if seen is None:
-        shown = lines[:complete] if tail is None else \
-            (lines[:complete][-tail:] if tail > 0 else [])
-    else:
-        start = seen[0] if seen[0] <= complete else 0  # fewer lines: the log was reset
-        shown = lines[start:complete]
-    return LogRead([LogChunk("output", "".join(shown))], f"l:{complete}", source)
-
-
-def read_logs(runtime: Any, task: Task, tail: int | None, cursor: str | None) -> LogRead:
-    """A task's output: the last ``tail`` lines (all when ``None``), or with ``cursor`` (from
-    a previous answer) what was written since. Raises :class:`LogsUnsupported` when the runtime
-    cannot show output, ``LookupError`` when it cannot for this task (a bad id, a Kubernetes
-    node that does not answer), :class:`RuntimeUnavailable` when its backend is down.
-
-    An adapter, not part of the Runtime protocol: runtimes that keep a sandbox directory per
-    task (``runtime.sandbox(task_id)``, the local runtime) are read from their ``stdout`` and
-    ``stderr`` files, two streams with byte-offset cursors; others must have
-    ``runtime.logs(task, tail)`` returning the combined output (Docker, Kubernetes).
-    """
-    sandbox = getattr(runtime, "sandbox", None)
-    if callable(sandbox):
-        try:
-            path = Path(sandbox(task.id))
-        except ValueError as e:
-            raise LookupError(str(e)) from None
-        return _read_sandbox(path, tail, cursor)
-    name = str(getattr(runtime, "name", type(runtime).__name__))
-    logs = getattr(runtime, "logs", None)
-    if callable(logs):
-        return _read_runtime_logs(logs, task, tail, cursor, name)
-    raise LogsUnsupported(f"the {name} runtime cannot show task output")
-
-
 def _resolve(o: Orchestrator, ident: str, attempt: int | None) -> tuple[Task, JobRun | None,
                                                                         bool]:
     """(the runtime's task, the job run if ``ident`` names one, whether it is still active)
@@ -365,7 +207,7 @@ def _resolve(o: Orchestrator, ident: str, attempt: int | None) -> tuple[Task, Jo
     if run is not None:
         task_id = (attempt_task_id(run.id, attempt) if attempt is not None else
                    ident if ident != run.id else run.task_id or attempt_task_id(run.id, 0))
-        task = run_task(run).with_(id=task_id)
+        task = task_of_run(run).with_(id=task_id)
         return task, run, run.status in (RunStatus.QUEUED, RunStatus.RUNNING)
     stored = q.task(ident)
     if stored is not None:
@@ -389,26 +231,24 @@ async def logs(request: Request, task_id: str,
     ``task_id`` is an app task id or a job run id (its last attempt unless ``attempt``).
     Answer: ``{"id", "taskId", "runId", "source", "running", "cursor", "chunks": [{"stream",
     "text"}]}``. To follow, call again with ``cursor`` until ``running`` is false and no text
-    comes. 404 when nothing is known of the id, 501 when the runtime cannot show output,
-    503 when its backend is down.
+    comes. 404 when nothing is known of the id, 503 when the runtime's backend is down.
     """
     o = orch(request)
     task, run, active = _resolve(o, task_id, attempt)
 
-    def read() -> LogRead:
-        return read_logs(reads(o).runtime, task, None if tail < 0 else tail, cursor)
+    def read() -> tuple[Output, bool]:
+        runtime = reads(o).runtime
+        output = runtime.read_output(task, None if tail < 0 else tail, cursor)
+        return output, bool(runtime.sandbox_files(task))
 
     try:
-        result = await anyio.to_thread.run_sync(read)
-    except LogsUnsupported as e:
-        raise HTTPException(501, str(e)) from None
+        result, kept = await anyio.to_thread.run_sync(read)
     except LookupError as e:
         raise HTTPException(404, str(e)) from None
     except RuntimeUnavailable as e:
         raise HTTPException(
             503, f"the {reads(o).runtime_name} runtime is unavailable: {e}") from None
-    known = active or run is not None or any(c.text for c in result.chunks) or (
-        callable(getattr(reads(o).runtime, "sandbox", None)) and _sandbox_exists(o, task.id))
+    known = active or run is not None or any(c.text for c in result.chunks) or kept
     if not known:
         raise HTTPException(404, f"no task or job run '{task_id}' is known")
     return JSONResponse({
@@ -416,13 +256,6 @@ async def logs(request: Request, task_id: str,
         "source": result.source, "running": active, "cursor": result.cursor,
         "chunks": [{"stream": c.stream, "text": c.text} for c in result.chunks],
     })
-
-
-def _sandbox_exists(o: Orchestrator, task_id: str) -> bool:
-    try:
-        return Path(reads(o).runtime.sandbox(task_id)).is_dir()  # type: ignore[attr-defined]
-    except ValueError:
-        return False
 
 
 # ------------------------------------------------------------------ job actions

@@ -55,7 +55,7 @@ from kubernetes.client.exceptions import ApiException  # noqa: E402
 from scheduler.model.app import parse_app  # noqa: E402
 from scheduler.model.task import Task, TaskState, new_task_id  # noqa: E402
 from scheduler.placement.pipeline import Placer  # noqa: E402
-from scheduler.placement.plan import ClusterSnapshot, Placement, PlacementRequest  # noqa: E402
+from scheduler.placement.results import ClusterSnapshot, Placement, PlacementRequest  # noqa: E402
 from scheduler.runtimes.base import launch_spec  # noqa: E402
 from scheduler.runtimes.kubernetes import (  # noqa: E402
     KubernetesRuntime,

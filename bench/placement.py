@@ -23,6 +23,10 @@ can use fewer nodes, and it ignores that cpus and mem must fit *together* on eac
 "4GiB/cpu" row replays the same workload with every task at the fleet's ratio: the gap between
 the two rows is what mixing task shapes costs.
 
+Placement ranks with ``Strategy.BINPACK``'s ranker (``Balanced``); the "binpack (old)" row
+replays the mixed workload with the previous ranker (``BinPack``, which only prefers the node
+left most level) to show what refusing to skew nodes buys, in the same run.
+
 The baseline is first-fit: a plain Python loop over nodes in hostname order with the same
 feasibility semantics for everything this workload uses (resources with EPSILON, fixed and
 dynamic ports, UNIQUE / MAX_PER / GROUP_BY per value of the same app, a node lacking the
@@ -52,7 +56,8 @@ from scheduler.model.constraints import Constraint, Operator
 from scheduler.model.node import Node
 from scheduler.model.resources import EPSILON, Resources
 from scheduler.placement.pipeline import Placer
-from scheduler.placement.plan import (
+from scheduler.placement.rankers import BinPack, Ranker
+from scheduler.placement.results import (
     ClusterSnapshot,
     Placement,
     PlacementRequest,
@@ -250,9 +255,11 @@ class RunResult:
         return self.nodes_used / self.bound if self.bound else 0.0
 
 
-def run_placer(nodes: Sequence[Node], apps: Sequence[App]) -> RunResult:
+def run_placer(
+    nodes: Sequence[Node], apps: Sequence[App], ranker: Ranker | None = None
+) -> RunResult:
     t0 = time.process_time()
-    placer = Placer(ClusterSnapshot(tuple(nodes)))
+    placer = Placer(ClusterSnapshot(tuple(nodes)), ranker=ranker)
     t1, w1 = time.process_time(), time.perf_counter()
     results = [placer.place_many(app.request, app.instances) for app in apps]
     seconds, wall = time.process_time() - t1, time.perf_counter() - w1
@@ -336,6 +343,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         row(n, "placer", ours)
         uniform = run_placer(nodes, uniform_ratio(apps))
         row(n, "placer 4GiB/cpu", uniform)
+        old = run_placer(nodes, apps, BinPack())
+        row(n, "binpack (old)", old)
         entry: dict[str, float | int] = {
             "placements_per_s": round(ours.per_s, 1),
             "nodes_used_over_bound": round(ours.over_bound, 4),
@@ -346,6 +355,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             "build_seconds": round(ours.build_seconds, 3),
             "wall_placements_per_s": round(ours.placements / ours.wall_seconds, 1),
             "uniform_ratio_nodes_used_over_bound": round(uniform.over_bound, 4),
+            "old_binpack_nodes_used_over_bound": round(old.over_bound, 4),
+            "old_binpack_placements_per_s": round(old.per_s, 1),
         }
         if not args.no_baseline:
             base = run_first_fit(nodes, apps)

@@ -20,8 +20,8 @@ from api.server import create_server_app, hold_state_dir, run_http
 from scheduler.clock import SystemClock
 from scheduler.config import ServeConfig
 from scheduler.events import DROMOS, EventBus
-from scheduler.groups import GroupManager
 from scheduler.orchestrator import Orchestrator
+from scheduler.orchestrator.group_commands import GroupManager
 from scheduler.runtimes import registry
 from scheduler.runtimes.base import Runtime
 from scheduler.services.balancer import Balancer

@@ -17,12 +17,12 @@ from datetime import datetime
 from typing import Any
 
 from scheduler.batch.schedule import Schedule, next_fire
-from scheduler.groups import INDEX_KEY as GROUP_INDEX_KEY
 from scheduler.model.app import AppSpec
 from scheduler.model.job import JobRun, JobSpec, RunStatus
 from scheduler.model.task import Task
 from scheduler.orchestrator import Orchestrator
-from scheduler.placement.plan import RejectionSummary
+from scheduler.orchestrator.group_commands import INDEX_KEY as GROUP_INDEX_KEY
+from scheduler.placement.results import RejectionSummary
 from scheduler.runtimes.base import Runtime
 
 

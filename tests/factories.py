@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, Literal
 
 from scheduler.model.app import AppSpec, parse_app
 from scheduler.model.node import Node
@@ -27,11 +27,21 @@ def make_app(app_id: str = "/web", version: str = V1, **fields: Any) -> AppSpec:
     return parse_app(data, keep_version=True)
 
 
-def make_task(app: AppSpec, host: str = "n1", state: TaskState = TaskState.RUNNING,
-              version: str | None = None, staged_offset: float = 0.0,
-              ports: tuple[int, ...] = (31000,)) -> Task:
-    return Task(
-        id=new_task_id(app.id), app_id=app.id, host=host, version=version or app.version or V1,
-        state=state, staged_at=T0 + timedelta(seconds=staged_offset), ports=ports,
-        started_at=T0 if state is TaskState.RUNNING else None,
+def make_task(app: AppSpec | str = "/web", host: str = "n1",
+              state: TaskState = TaskState.RUNNING, version: str | None = None,
+              staged_offset: float = 0.0, ports: tuple[int, ...] = (31000,), *,
+              task_id: str | None = None, started_at: datetime | Literal["auto"] | None = "auto",
+              **changes: Any) -> Task:
+    """The one task factory: a task of ``app`` (a spec, or just an app id) staged
+    ``staged_offset`` seconds after T0; a fresh Marathon-style id unless ``task_id`` is given.
+    ``started_at`` defaults to T0 for a RUNNING task; other fields via ``changes``."""
+    app_id = app if isinstance(app, str) else app.id
+    default_version = V1 if isinstance(app, str) else (app.version or V1)
+    task = Task(
+        id=task_id or new_task_id(app_id), app_id=app_id, host=host,
+        version=version or default_version, state=state,
+        staged_at=T0 + timedelta(seconds=staged_offset), ports=ports,
+        started_at=(T0 if state is TaskState.RUNNING else None) if started_at == "auto"
+        else started_at,
     )
+    return task.with_(**changes) if changes else task

@@ -1,5 +1,6 @@
 """The job engine's decisions: which occurrences run, which are skipped, what a finished
-attempt means. Pure: jobs, runs and ``now`` in, values out; the runner applies them.
+attempt means, which queued runs launch and which a kill marks. Pure: jobs, runs and ``now``
+in, values and intents out; the orchestrator applies them (scheduler/orchestrator/jobs.py).
 
 Rules (documented for users in the README):
 - Every occurrence ``t`` of a schedule gets the run id ``<job>:<t as UTC basic ISO>``, written
@@ -19,9 +20,10 @@ Rules (documented for users in the README):
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence, Set
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from typing import Any
 
 from scheduler.batch.schedule import (
     IsoSchedule,
@@ -41,6 +43,7 @@ from scheduler.model.job import (
     scheduled_run_id,
 )
 from scheduler.model.limits import add_seconds
+from scheduler.model.timefmt import iso
 
 MAX_SKIPPED_RECORDS = 100
 
@@ -193,3 +196,65 @@ def launchable(runs: Sequence[JobRun], now: datetime) -> list[JobRun]:
     ready = [r for r in runs if r.status is RunStatus.QUEUED and r.handle is None
              and (r.not_before is None or r.not_before <= now)]
     return sorted(ready, key=lambda r: (r.created_at, r.id))
+
+
+@dataclass(frozen=True)
+class LaunchAttempt:
+    """Intent: place and launch the current attempt of ``run`` (a queued run of ``job``)."""
+
+    run: JobRun
+    job: JobSpec
+
+
+@dataclass(frozen=True)
+class CloseRun:
+    """Intent: store ``run``, already in its final state, without launching anything."""
+
+    run: JobRun
+
+
+def launch_intents(queued: Sequence[JobRun], jobs: Mapping[str, JobSpec], now: datetime,
+                   staged: Set[str] = frozenset()) -> list[LaunchAttempt | CloseRun]:
+    """What to do with the queued runs at ``now``, oldest first: close those whose job is gone
+    or whose kill was asked for before they started; launch the rest whose retry delay has
+    passed. A run whose attempt's task id is in ``staged`` (a task already written, its
+    launch under way or to be retried by the orchestrator) is left alone."""
+    out: list[LaunchAttempt | CloseRun] = []
+    for run in launchable(queued, now):
+        if run.task_id is not None and run.task_id in staged:
+            continue
+        job = jobs.get(run.job)
+        if job is None:
+            out.append(CloseRun(run.with_(status=RunStatus.KILLED, finished_at=now,
+                                          message="job deleted")))
+        elif run.kill_requested_at is not None:
+            out.append(CloseRun(run.with_(status=RunStatus.KILLED, finished_at=now,
+                                          message="killed before it started")))
+        else:
+            out.append(LaunchAttempt(run, job))
+    return out
+
+
+def kill_marks(active: Sequence[JobRun], now: datetime) -> list[JobRun]:
+    """The runs a kill request marks (those not marked already), as they are to be stored.
+    Marked queued runs never start; a marked running run's attempt is killed."""
+    return [r.with_(kill_requested_at=now) for r in active
+            if not r.status.final and r.kill_requested_at is None]
+
+
+def counters_after(counters: Mapping[str, Any], job: JobSpec, run: JobRun, succeeded: bool,
+                   now: datetime) -> dict[str, Any]:
+    """Chronos's counters (successCount, errorCount, lastSuccess, ...) after ``run``'s
+    final result; a killed run counts as neither success nor error."""
+    c = dict(counters)
+    if succeeded:
+        c["successCount"] = int(c.get("successCount", 0)) + 1
+        c["lastSuccess"] = iso(now)
+        c["errorsSinceLastSuccess"] = 0
+    elif run.status is RunStatus.FAILED:
+        c["errorCount"] = int(c.get("errorCount", 0)) + 1
+        c["lastError"] = iso(now)
+        c["errorsSinceLastSuccess"] = int(c.get("errorsSinceLastSuccess", 0)) + 1
+        if job.softError:
+            c["softErrorCount"] = int(c.get("softErrorCount", 0)) + 1
+    return c

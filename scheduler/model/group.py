@@ -18,7 +18,7 @@ Errors come out as one :class:`SpecError` with every problem found, each at its 
 into the submitted document (``/apps/0/cpus``, ``/groups/1/apps/0/id``).
 
 The result, :class:`Group`, holds *declared* definitions: each app's own dependencies, with
-absolute ids, before group-level dependencies are inherited (services/groups.py does that).
+absolute ids, before group-level dependencies are inherited (services/group_plan.py does that).
 """
 
 from __future__ import annotations

@@ -14,7 +14,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any, cast
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import isodate
@@ -24,6 +24,7 @@ from pydantic import (
     ConfigDict,
     Field,
     PlainSerializer,
+    PrivateAttr,
     ValidationError,
     ValidationInfo,
     WithJsonSchema,
@@ -50,6 +51,9 @@ from scheduler.model.limits import (
 from scheduler.model.resources import Resources
 from scheduler.model.timefmt import iso, parse_iso
 from scheduler.model.validation import SpecError, errors_from_pydantic
+
+if TYPE_CHECKING:
+    from scheduler.batch.schedule import Schedule
 
 JOB_NAME = re.compile(r"[\w.-]+")
 """A job name (matched whole, with ``fullmatch``); names of dots only are refused."""
@@ -173,6 +177,8 @@ class JobSpec(BaseModel):
     dataProcessingJobType: bool = False
     # Chronos 2.x field; kept for clients that send it.
     async_: bool = Field(default=False, alias="async")
+    # (schedule text, time zone, parsed schedule), set by validation; see parsed_schedule.
+    _parsed: tuple[str, str, Any] | None = PrivateAttr(default=None)
 
     @field_validator("name")
     @classmethod
@@ -220,8 +226,23 @@ class JobSpec(BaseModel):
         if self.parents and self.name in self.parents:
             raise ValueError("a job cannot be its own parent")
         if self.schedule and not (info.context or {}).get("schedule_checked"):
-            _check_schedule(self.schedule, self.scheduleTimeZone)
+            # Kept (keyed by text and zone, so a model_copy that changes either re-parses):
+            # the job book, the API and the status page read it instead of parsing again.
+            self._parsed = (self.schedule, self.time_zone,
+                            _check_schedule(self.schedule, self.scheduleTimeZone))
         return self
+
+    @property
+    def parsed_schedule(self) -> Schedule | None:
+        """The parsed ``schedule`` (``None`` for a dependent job), parsed once."""
+        if not self.schedule:
+            return None
+        cached = self._parsed
+        if cached is None or cached[0] != self.schedule or cached[1] != self.time_zone:
+            cached = (self.schedule, self.time_zone,
+                      _check_schedule(self.schedule, self.time_zone))
+            self._parsed = cached
+        return cast("Schedule", cached[2])
 
     # --- derived views -------------------------------------------------------------------
 
@@ -256,11 +277,12 @@ class JobSpec(BaseModel):
         return out
 
 
-def _check_schedule(schedule: str, tz: str) -> None:
+def _check_schedule(schedule: str, tz: str) -> Schedule:
+    """The parsed schedule; ``ValueError`` when it is bad."""
     # Imported here: schedule parsing lives in batch/, which depends on this module.
     from scheduler.batch.schedule import parse_schedule
 
-    parse_schedule(schedule, tz or "UTC")
+    return parse_schedule(schedule, tz or "UTC")
 
 
 def _schedule_errors(data: dict[str, Any]) -> list[tuple[str, list[str]]]:

@@ -1,4 +1,4 @@
-"""Tasks: the *observed* side of a service instance (and, later, of a job run)."""
+"""Tasks: the *observed* side of a service instance or of one attempt of a job run."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ from enum import StrEnum
 from typing import Any
 
 from scheduler.model.app import task_id_prefix
+from scheduler.model.job import JobRun, attempt_task_id
 from scheduler.model.timefmt import iso, parse_iso
 
 
@@ -45,12 +46,14 @@ def new_task_id(app_id: str) -> str:
 
 @dataclass(frozen=True)
 class Task:
-    """One placed instance.
+    """One placed instance of an app, or one attempt of a job run.
 
     ``handle`` is the runtime's own reference (``{"pid": .., "start_time": ..}`` for local
     processes, a container id, a pod name); empty until the runtime has launched it.
     ``exit_code`` is ``None`` while running or when the runtime could not learn it.
     ``kill_requested_at`` marks a kill Dromos asked for, so an exit is reported as KILLED.
+    A job run's attempt has ``job`` (the job's name), ``run_id`` and ``attempt`` set, and
+    ``app_id`` ``job:<name>`` (its placement group); app tasks leave them unset.
     """
 
     id: str
@@ -66,6 +69,9 @@ class Task:
     message: str = ""
     kill_requested_at: datetime | None = None
     finished_at: datetime | None = None
+    job: str | None = None
+    run_id: str | None = None
+    attempt: int = 0
 
     def with_(self, **changes: Any) -> Task:
         return replace(self, **changes)
@@ -86,6 +92,8 @@ class Task:
             "message": self.message,
             "kill_requested_at": iso(self.kill_requested_at) if self.kill_requested_at else None,
             "finished_at": iso(self.finished_at) if self.finished_at else None,
+            **({"job": self.job, "run_id": self.run_id, "attempt": self.attempt}
+               if self.job is not None else {}),
         }
 
     @staticmethod
@@ -110,4 +118,25 @@ class Task:
             message=d.get("message", ""),
             kill_requested_at=ts("kill_requested_at"),
             finished_at=ts("finished_at"),
+            job=d.get("job"),
+            run_id=d.get("run_id"),
+            attempt=int(d.get("attempt", 0)),
         )
+
+
+def job_app_id(job: str) -> str:
+    """The placement group of a job's runs: UNIQUE/MAX_PER count this job's runs only."""
+    return f"job:{job}"
+
+
+def task_of_run(run: JobRun, *, host: str | None = None, ports: tuple[int, ...] = (),
+                state: TaskState = TaskState.RUNNING) -> Task:
+    """The task of a run's current attempt, as known from the run alone (its id, host,
+    handle and kill mark); ``host`` overrides the run's own."""
+    return Task(
+        id=run.task_id or attempt_task_id(run.id, run.attempt), app_id=job_app_id(run.job),
+        host=host if host is not None else (run.host or ""), version="", state=state,
+        staged_at=run.created_at, ports=ports, handle=dict(run.handle or {}),
+        kill_requested_at=run.kill_requested_at, started_at=run.started_at,
+        job=run.job, run_id=run.id, attempt=run.attempt,
+    )

@@ -46,12 +46,14 @@ from typing import Any
 
 import scheduler
 from scheduler.model.node import Node
-from scheduler.model.resources import PortRange, Resources, format_port_ranges
+from scheduler.model.resources import PortRange, Resources
 from scheduler.model.task import Task, TaskState
 from scheduler.runtimes.base import (
     LaunchSpec,
     Observation,
+    Output,
     RuntimeUnavailable,
+    SandboxFile,
     unobservable,
 )
 from scheduler.runtimes.executor import (
@@ -62,11 +64,16 @@ from scheduler.runtimes.executor import (
     LAUNCH_FILE,
     LOCK_FILE,
     LOG_FILE,
+    STDERR_FILE,
+    STDOUT_FILE,
     process_alive,
     read_json,
     read_proc_stat,
     write_json_atomic,
 )
+from scheduler.runtimes.kills import read_kill, record_kill
+from scheduler.runtimes.output import list_files, read_file_in, read_stream_files
+from scheduler.runtimes.ports import check_ports_disjoint
 
 log = logging.getLogger(__name__)
 
@@ -128,24 +135,6 @@ def default_node(state_dir: Path) -> Node:
         ),
         ports=DEFAULT_PORTS,
     )
-
-
-def _check_ports_disjoint(nodes: Sequence[Node]) -> None:
-    """Raise ``ValueError`` when two port ranges of the nodes overlap."""
-    spans = sorted((lo, hi, node.hostname) for node in nodes for lo, hi in node.ports)
-    widest: tuple[int, int, str] | None = None  # the range reaching furthest so far
-    for lo, hi, host in spans:
-        if widest is not None and lo <= widest[1]:
-            w_lo, w_hi, w_host = widest
-            end = min(hi, w_hi)
-            shared = f"port {lo}" if lo == end else f"ports {lo}-{end}"
-            raise ValueError(
-                f"nodes {w_host!r} ({format_port_ranges(((w_lo, w_hi),))}) and {host!r} "
-                f"({format_port_ranges(((lo, hi),))}) share {shared}: the local runtime runs "
-                "every node's tasks on this machine, so the nodes' port ranges must not overlap"
-            )
-        if widest is None or hi > widest[1]:
-            widest = (lo, hi, host)
 
 
 # --- task identity ---------------------------------------------------------------------------
@@ -249,7 +238,7 @@ class LocalRuntime:
         self.tasks_dir = self.state_dir / "tasks"
         self.tasks_dir.mkdir(parents=True, exist_ok=True)
         if nodes:
-            _check_ports_disjoint(nodes)
+            check_ports_disjoint(nodes, "local")
             self._nodes = list(nodes)
         else:
             self._nodes = [default_node(self.state_dir)]
@@ -337,22 +326,15 @@ class LocalRuntime:
         if sandbox is not None and (sandbox / EXIT_FILE).exists():
             return
         now = time.time()
-        grace = max(0.0, float(grace_seconds))
-        deadline = now + grace
         if sandbox is not None and sandbox.is_dir():
-            earlier = read_json(sandbox / KILL_FILE)
-            if earlier is not None and float(earlier.get("deadline", deadline)) <= deadline:
-                deadline = float(earlier["deadline"])
-            else:
-                write_json_atomic(
-                    sandbox / KILL_FILE,
-                    {"requested_at": now, "grace_seconds": grace, "deadline": deadline},
-                )
-        if deadline <= now:
+            remaining = record_kill(sandbox, grace_seconds, now).remaining(now)
+        else:  # no sandbox to record in (removed): the kill still goes out
+            remaining = max(0.0, float(grace_seconds))
+        if remaining <= 0:
             _signal(ident, signal.SIGKILL)
             return
         _signal(ident, signal.SIGTERM)
-        self._schedule_escalation(task, deadline - now)
+        self._schedule_escalation(task, remaining)
 
     def observe(self, tasks: Sequence[Task]) -> list[Observation]:
         """One observation per task, in order; never raises for one task.
@@ -385,6 +367,32 @@ class LocalRuntime:
         if env is None:
             env = _inherited_env()
         return [_BIN_SH, "-c", command], env
+
+    def read_output(self, task: Task, tail: int | None, cursor: str | None) -> Output:
+        """The sandbox's ``stdout`` and ``stderr`` files, two chunks with a byte-offset cursor
+        (:func:`~scheduler.runtimes.output.read_stream_files`). ``LookupError`` for an id
+        that is not a safe path component."""
+        try:
+            sandbox = self.sandbox(task.id)
+        except ValueError as e:
+            raise LookupError(str(e)) from None
+        return read_stream_files(sandbox, (STDOUT_FILE, STDERR_FILE), tail, cursor,
+                                 "sandbox files")
+
+    def sandbox_files(self, task: Task) -> list[SandboxFile]:
+        """Every file of the task's sandbox: its output, the executor's records, and what
+        the task wrote into its working directory."""
+        sandbox = self._sandbox_or_none(task.id)
+        return list_files(sandbox) if sandbox is not None else []
+
+    def read_sandbox_file(self, task: Task, path: str, offset: int = 0,
+                          limit: int = 1 << 20) -> bytes:
+        """One of :meth:`sandbox_files`."""
+        try:
+            sandbox = self.sandbox(task.id)
+        except ValueError as e:
+            raise LookupError(str(e)) from None
+        return read_file_in(sandbox, path, offset, limit)
 
     def close(self) -> None:
         """Stop pending SIGKILL timers. Tasks keep running; their kill deadlines stay on
@@ -469,7 +477,7 @@ class LocalRuntime:
         sandbox = self._sandbox_or_none(task.id)
         ident = self._identity(task, sandbox)
         exit_rec = read_json(sandbox / EXIT_FILE) if sandbox is not None else None
-        kill_rec = read_json(sandbox / KILL_FILE) if sandbox is not None else None
+        kill_rec = read_kill(sandbox) if sandbox is not None else None
         handle = (
             self._handle(ident, sandbox)
             if ident is not None and sandbox is not None
@@ -489,7 +497,7 @@ class LocalRuntime:
         if exit_rec is None and ident is not None and ident.alive:
             if kill_rec is None:
                 return obs(TaskState.RUNNING)
-            if time.time() >= float(kill_rec.get("deadline", 0)):
+            if kill_rec.overdue(time.time()):
                 _signal(ident, signal.SIGKILL)  # overdue, e.g. the timer died with Dromos
             return obs(TaskState.RUNNING, message="kill requested; waiting for the task to exit")
 

@@ -14,7 +14,7 @@ from datetime import datetime
 from scheduler.model.app import AppSpec, KillSelection
 from scheduler.model.task import Task, TaskState
 from scheduler.placement.pipeline import Placer
-from scheduler.placement.plan import Placement, PlacementRequest, RejectionSummary
+from scheduler.placement.results import Placement, PlacementRequest, RejectionSummary
 from scheduler.services.backoff import Backoff
 
 

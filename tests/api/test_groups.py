@@ -9,8 +9,8 @@ import pytest
 from fastapi.testclient import TestClient
 
 from scheduler.events import Event
-from scheduler.groups import PENDING_KEY, GroupManager
 from scheduler.orchestrator import Orchestrator
+from scheduler.orchestrator.group_commands import PENDING_KEY, GroupManager
 
 # marathon 0.13.0's MarathonGroup takes exactly these keyword arguments.
 GROUP_KEYS = {"id", "apps", "groups", "pods", "dependencies", "version"}

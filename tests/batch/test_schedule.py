@@ -23,7 +23,6 @@ from scheduler.batch.schedule import (
     CronSchedule,
     IsoSchedule,
     Schedule,
-    describe,
     latest_at_or_before,
     localize,
     next_fire,
@@ -31,8 +30,8 @@ from scheduler.batch.schedule import (
     occurrences_between,
     parse_schedule,
     remaining,
-    to_iso,
 )
+from scheduler.batch.schedule_text import describe, to_iso
 
 HOUR = timedelta(hours=1)
 DAY = timedelta(days=1)

@@ -66,6 +66,7 @@ def fenced(tmp_path: Path) -> Iterator[str]:
     _policy_installed()
     ns = namespace_for(tmp_path)
     ensure_namespace(ns)
+    kubectl(kubeconfig(), "label", "--overwrite", "namespace", ns, "dromos.io/fenced=true")
     docs = [d for d in yaml.safe_load_all((MANIFESTS / "10-rbac.yaml").read_text()) if d]
     applied = tmp_path / "applied.yaml"
     applied.write_text(yaml.safe_dump_all(_namespaced(docs, ns)))

@@ -7,7 +7,7 @@ from collections.abc import Iterable, Sequence
 from scheduler.model.constraints import Constraint, parse_constraint
 from scheduler.model.node import Node
 from scheduler.model.resources import PortRange, Resources
-from scheduler.placement.plan import ClusterSnapshot, PlacedTask, PlacementRequest
+from scheduler.placement.results import ClusterSnapshot, PlacedTask, PlacementRequest
 
 
 def make_node(

@@ -14,9 +14,7 @@ from dataclasses import dataclass, field
 from scheduler.model.constraints import Constraint, Operator
 from scheduler.model.node import Node
 from scheduler.model.resources import EPSILON, Resources
-from scheduler.placement.plan import PlacedTask, PlacementRequest
-
-STRANDING_WEIGHT = 8.0
+from scheduler.placement.results import PlacedTask, PlacementRequest
 
 
 def dims(r: Resources) -> tuple[float, float, float, float]:
@@ -165,20 +163,26 @@ class Oracle:
 
     # --- ranking and ports ------------------------------------------------------------------
 
-    def binpack_score(self, req: PlacementRequest, node: Node) -> float:
+    def balanced_score(self, req: PlacementRequest, node: Node) -> float:
+        """The Balanced ranker (Strategy.BINPACK): BinPack's score with weight 12 on occupied
+        nodes, unless the task pushes the node's free mem:cpu out of 0.8..1.2 of its
+        capacity's (with a slack of half the task's mean share) while making it less level;
+        then 25 * (1 - stranded). Empty nodes: 25 + 25 * (1 - dominant)."""
         cap = dims(node.resources)
         free = self.free(node)
         need = dims(req.resources)
-        after = [
-            (cap[d] - free[d] + need[d]) / cap[d] if cap[d] > 0 else 0.0 for d in range(4)
-        ]
+        before = [(cap[d] - free[d]) / cap[d] if cap[d] > 0 else 0.0 for d in range(4)]
+        after = [before[d] + need[d] / cap[d] if cap[d] > 0 else 0.0 for d in range(4)]
         dominant = min(1.0, max(0.0, *after))
         if not self.on(node):
-            return 50.0 * (1.0 - dominant)
+            return 25.0 + 25.0 * (1.0 - dominant)
         stranded = abs(after[0] - after[1])
-        return 50.0 + 50.0 * (dominant + STRANDING_WEIGHT * (1.0 - stranded)) / (
-            1.0 + STRANDING_WEIGHT
-        )
+        tol = 0.5 * ((after[0] - before[0]) + (after[1] - before[1])) / 2
+        free_cpus, free_mem = 1.0 - after[0], 1.0 - after[1]
+        out_of_band = free_mem < 0.8 * free_cpus - tol or free_mem > 1.2 * free_cpus + tol
+        if out_of_band and stranded > abs(before[0] - before[1]):
+            return 25.0 * max(0.0, 1.0 - stranded)
+        return 50.0 + 50.0 * (dominant + 12.0 * (1.0 - stranded)) / 13.0
 
     def spread_score(self, req: PlacementRequest, node: Node) -> float:
         cap = dims(node.resources)

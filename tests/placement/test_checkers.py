@@ -15,7 +15,7 @@ from scheduler.placement.checkers import (
     checkers_for,
     constraint_checker,
 )
-from scheduler.placement.plan import PlacedTask
+from scheduler.placement.results import PlacedTask
 from tests.placement.factories import con, make_node, make_request, make_task, snapshot
 
 # Racks r1 (a, b), r2 (c), r10 (d); zones z1 (a, c), z2 (b, d); e has no attributes.

@@ -9,7 +9,8 @@ import pytest
 from scheduler.model.app import AppSpec
 from scheduler.model.resources import Resources
 from scheduler.placement.pipeline import Placer, placed_task
-from scheduler.placement.plan import (
+from scheduler.placement.rankers import Spread
+from scheduler.placement.results import (
     MARATHON_REASONS,
     Placement,
     PlacementRequest,
@@ -402,3 +403,15 @@ def test_requests_built_from_an_app_spec() -> None:
     placements, summary = placer.place_many(PlacementRequest.for_app(spec), 3)
     assert placements == [Placement("a", (31000, 31007)), Placement("b", (31000, 31007))]
     assert summary is not None and summary.describe() == "2 nodes: insufficient ports"
+
+
+def test_a_given_ranker_overrides_the_strategy() -> None:
+    # Spread sends the second task to the other (empty) node; binpack stacks it (the
+    # task asks for the nodes' own mem:cpu, so nothing is skewed).
+    nodes = [make_node("a"), make_node("b")]
+    for placer in (Placer(snapshot(nodes), Strategy.BINPACK, ranker=Spread()),
+                   Placer(snapshot(nodes), Strategy.SPREAD)):
+        hosts = [p.host for p in placer.place_many(make_request(cpus=1, mem=1024), 2)[0]]
+        assert hosts == ["a", "b"]
+    placer = Placer(snapshot(nodes), Strategy.BINPACK)
+    assert [p.host for p in placer.place_many(make_request(cpus=1, mem=1024), 2)[0]] == ["a", "a"]

@@ -9,8 +9,8 @@ from hypothesis import strategies as st
 
 from scheduler.model.node import Node
 from scheduler.placement.checkers import ClusterState, resource_vector
-from scheduler.placement.plan import PlacedTask, Strategy
-from scheduler.placement.rankers import BinPack, Ranker, Spread, ranker_for
+from scheduler.placement.rankers import Balanced, BinPack, Ranker, Spread, ranker_for
+from scheduler.placement.results import PlacedTask, Strategy
 from tests.placement.factories import make_node, make_request, make_task, snapshot
 
 
@@ -48,6 +48,61 @@ def test_binpack_prefers_the_node_left_level_over_a_lopsided_one() -> None:
     assert best(BinPack(), nodes, tasks, 1, 100) == "level"
 
 
+# --- Balanced (Strategy.BINPACK): nodes 10 cpus / 1000 mem, so fractions read off directly ---
+
+BALANCED_CASES = [
+    # (case, used per occupied node {host: (cpus, mem)}, task (cpus, mem), Balanced's pick,
+    #  BinPack's pick)
+    # half: free after (0.4, 0.1), out of the 0.8..1.2 band and less level: opens "empty".
+    ("opens a node rather than skew one", {"half": (5, 500)}, (1, 400), "empty", "half"),
+    # lop: before (0.6, 0.1); after (0.65, 0.4), free (0.35, 0.6) is still out of the band,
+    # but the node gets more level, which is never refused.
+    ("levels a lopsided node", {"lop": (6, 100)}, (0.5, 300), "lop", "lop"),
+    # full: after (0.95, 0.925), free (0.05, 0.075) exceeds 1.2 * 0.05 by less than the
+    # slack (half the task's mean share, 0.01875): finishing off a nearly full node is fine.
+    ("a small task may finish off a node", {"full": (9, 900)}, (0.5, 25), "full", "full"),
+    # ... but one that would leave (0.05, 0.08) free is past the slack.
+    ("the slack is bounded", {"full": (9, 900)}, (0.5, 20), "empty", "full"),
+    # a: skewed (stranded 0.3 after); b: not (after (0.3, 0.5), free (0.7, 0.5) in band).
+    ("skews nothing it need not", {"a": (5, 500), "b": (2, 100)}, (1, 400), "b", "b"),
+    # Demand at the node's own ratio never skews: the fuller node wins, as in BinPack.
+    ("matched demand is BinPack", {"a": (2, 200), "b": (6, 600)}, (1, 100), "b", "b"),
+]
+
+
+@pytest.mark.parametrize(
+    ("used", "task", "balanced", "binpack"),
+    [case[1:] for case in BALANCED_CASES],
+    ids=[case[0] for case in BALANCED_CASES],
+)
+def test_balanced_picks(used: dict[str, tuple[float, float]], task: tuple[float, float],
+                        balanced: str, binpack: str) -> None:
+    hosts = [*used, "empty"]
+    nodes = [make_node(h, cpus=10, mem=1000) for h in hosts]
+    tasks = [make_task(h, cpus=c, mem=m) for h, (c, m) in used.items()]
+    assert best(Balanced(), nodes, tasks, *task) == balanced
+    assert best(BinPack(), nodes, tasks, *task) == binpack
+
+
+def test_balanced_falls_back_to_the_least_lopsided_occupied_node() -> None:
+    # No empty node: both placements skew; "b" ends less lopsided (0.2 vs 0.3 stranded).
+    nodes = [make_node(h, cpus=10, mem=1000) for h in ("a", "b")]
+    tasks = [make_task("a", cpus=5, mem=500), make_task("b", cpus=6, mem=500)]
+    assert best(Balanced(), nodes, tasks, 1, 400) == "b"
+
+
+def test_balanced_scores_of_known_states() -> None:
+    state = ClusterState(snapshot(
+        [make_node(h, cpus=10, mem=1000) for h in ("empty", "half", "lop")],
+        [make_task("half", cpus=5, mem=500), make_task("lop", cpus=2, mem=100)],
+    ))
+    need = [1.0, 400.0, 0.0, 0.0]
+    # empty: dominant 0.4 -> 25 + 25 * 0.6; half: skewed, stranded 0.3 -> 25 * 0.7;
+    # lop: after (0.3, 0.5), in band -> 50 + 50 * (0.5 + 12 * 0.8) / 13.
+    assert Balanced().scores(state, need).tolist() == pytest.approx(
+        [40.0, 17.5, 50 + 50 * (0.5 + 12 * 0.8) / 13])
+
+
 def test_spread_prefers_the_emptiest_node() -> None:
     nodes = [make_node("a"), make_node("b"), make_node("c")]
     tasks = [make_task("a", cpus=2), make_task("c", cpus=1)]
@@ -59,13 +114,15 @@ def test_spread_prefers_the_bigger_of_two_empty_nodes() -> None:
     assert best(Spread(), nodes, [], 1, 128) == "b"
 
 
-@pytest.mark.parametrize("ranker", [BinPack(), Spread()], ids=["binpack", "spread"])
+@pytest.mark.parametrize("ranker", [BinPack(), Balanced(), Spread()],
+                         ids=["binpack", "balanced", "spread"])
 def test_ties_go_to_the_lowest_hostname(ranker: Ranker) -> None:
     nodes = [make_node("node-c"), make_node("node-a"), make_node("node-b")]
     assert best(ranker, nodes, [], 1, 128) == "node-a"
 
 
-@pytest.mark.parametrize("ranker", [BinPack(), Spread()], ids=["binpack", "spread"])
+@pytest.mark.parametrize("ranker", [BinPack(), Balanced(), Spread()],
+                         ids=["binpack", "balanced", "spread"])
 def test_select_ignores_infeasible_nodes(ranker: Ranker) -> None:
     state = ClusterState(snapshot([make_node("a"), make_node("b")]))
     need = [1.0, 128.0, 0.0, 0.0]
@@ -86,7 +143,7 @@ def test_scores_of_known_states() -> None:
 
 
 def test_ranker_for_strategy() -> None:
-    assert isinstance(ranker_for(Strategy.BINPACK), BinPack)
+    assert isinstance(ranker_for(Strategy.BINPACK), Balanced)
     assert isinstance(ranker_for(Strategy.SPREAD), Spread)
     with pytest.raises(ValueError, match="unknown placement strategy"):
         ranker_for("fastest")  # type: ignore[arg-type]
@@ -120,7 +177,7 @@ def ranked_states(draw: st.DrawFn) -> tuple[ClusterState, list[float]]:
 
 
 @settings(max_examples=200, deadline=None)
-@given(ranked_states(), st.sampled_from([BinPack(), Spread()]))
+@given(ranked_states(), st.sampled_from([BinPack(), Balanced(), Spread()]))
 def test_scalar_score_is_bit_identical_to_vector_score(
     case: tuple[ClusterState, list[float]], ranker: Ranker
 ) -> None:
@@ -131,7 +188,7 @@ def test_scalar_score_is_bit_identical_to_vector_score(
 
 
 @settings(max_examples=200, deadline=None)
-@given(ranked_states(), st.sampled_from([BinPack(), Spread()]))
+@given(ranked_states(), st.sampled_from([BinPack(), Balanced(), Spread()]))
 def test_scores_stay_within_0_and_100(
     case: tuple[ClusterState, list[float]], ranker: Ranker
 ) -> None:
@@ -153,3 +210,19 @@ def test_binpack_ranks_every_occupied_node_above_every_empty_one_it_fits(
     occupied, empty = scores[fits & state.occupied], scores[fits & ~state.occupied]
     if occupied.size and empty.size:
         assert occupied.min() > empty.max()
+
+
+@settings(max_examples=200, deadline=None)
+@given(ranked_states())
+def test_balanced_ranks_occupied_nodes_above_empty_ones_unless_it_would_skew_them(
+    case: tuple[ClusterState, list[float]]
+) -> None:
+    state, need = case
+    fits = (state.free >= np.array(need)[:, None] - 1e-9).all(axis=0)
+    scores = Balanced().scores(state, need)
+    empty = scores[fits & ~state.occupied]
+    occupied = scores[fits & state.occupied]
+    if occupied.size and empty.size:
+        # Every occupied node is either above every empty one (50..100) or skewed (0..25).
+        assert ((occupied >= 50) | (occupied <= 25)).all()
+        assert ((empty >= 25) & (empty <= 50)).all()

@@ -2,9 +2,16 @@
 
 ``runtime_factory`` is parametrised over the backends in ``BACKENDS``. Calling it makes a
 fresh runtime instance over the *same* state (directory, containers, pods), which is how the
-suite simulates a restart of Dromos. To add a backend (e.g. kubernetes), add a
-:class:`Backend` entry: how to make a runtime over a state directory, how to read a task's
-stdout, how to remove everything it started, and whether it is usable on this machine.
+suite simulates a restart of Dromos. A :class:`Backend` says how to make a runtime over a
+state directory, how to remove everything it started, whether it is usable here, and -- the
+per-backend hook -- how to start a task that does something (:class:`Does`: run until killed,
+exit with a code after a while, handle or ignore SIGTERM) and what can be seen of it: its
+output, how it was launched (command, args, environment), how many copies of it run.
+
+Local and Docker run real processes: a task is a shell script. On Kubernetes (KWOK) no
+container runs: the same behaviour is scripted through ``DROMOS_SIM_*`` variables that the
+cluster's KWOK stages act on (``kind-cluster/offline/stages.yaml``), and the task's output is
+not its own (:attr:`Backend.runs_processes` is false).
 
 Tests start real processes; teardown kills every one of them (and fails the test if any
 survives), so a failing test cannot leak processes into the next.
@@ -18,6 +25,7 @@ import signal
 import socket
 import time
 from collections.abc import Callable, Iterator, Sequence
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -27,26 +35,138 @@ import pytest
 
 from scheduler.model.app import AppSpec, parse_app
 from scheduler.model.task import Task, TaskState, new_task_id
-from scheduler.runtimes.base import Observation, Runtime, launch_spec
-from scheduler.runtimes.executor import EXECUTOR_FILE, STDOUT_FILE, process_alive
+from scheduler.runtimes.base import Observation, Runtime, RuntimeUnavailable, launch_spec
+from scheduler.runtimes.executor import (
+    ENV_FILE,
+    EXECUTOR_FILE,
+    LAUNCH_FILE,
+    STDOUT_FILE,
+    process_alive,
+)
 from scheduler.runtimes.local import LocalRuntime, reap_executors
 from tests.runtimes.docker_support import (
     cleanup_docker_state,
+    docker_outage,
     docker_stdout,
     docker_unavailable,
+    launched_container,
     make_docker_runtime,
 )
 from tests.runtimes.k8s_support import (
-    ADAPTED,
     cleanup_kube_state,
-    kube_stdout,
+    kube_outage,
     kube_unavailable,
+    launched_pod,
     make_kube_runtime,
+    pods_of_task,
 )
 
 T = TypeVar("T")
 
 VERSION = "2026-01-01T00:00:00.000Z"
+
+# Loops of short sleeps rather than one long sleep: a shell runs its trap only once the
+# foreground command returns.
+LOOP = "while :; do sleep 0.1; done"
+
+
+# --- what a task does ------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Does:
+    """What a contract-suite task does, whatever the backend.
+
+    ``exit_code``: ``None`` runs until killed, else it exits with that code ``run_for``
+    seconds after it started. ``on_term``: ``"die"`` (SIGTERM's default: status 143),
+    ``"exit:<code>"`` (a handler exits with that code) or ``"ignore"``.
+    """
+
+    exit_code: int | None = None
+    run_for: float = 0.0
+    on_term: str = "die"
+    prints_sample: bool = False
+    """Print :data:`SAMPLE_OUTPUT` once started (what KWOK answers for every pod's log)."""
+
+
+SAMPLE_OUTPUT = (("stdout", "no container runs on a KWOK node: this is simulated output"),
+                 ("stdout", "line 2"), ("stderr", "line 3 (stderr)"), ("stdout", "line 4"),
+                 ("stdout", "line 5"))
+"""kind-cluster/offline/sim-output.log: the output KWOK shows for every pod."""
+
+
+def runs_forever(on_term: str = "die", prints_sample: bool = False) -> Does:
+    return Does(on_term=on_term, prints_sample=prints_sample)
+
+
+def exits(code: int, after: float = 0.0) -> Does:
+    return Does(exit_code=code, run_for=after)
+
+
+def handles_term(exit_code: int) -> Does:
+    return Does(on_term=f"exit:{exit_code}")
+
+
+def ignores_term() -> Does:
+    return Does(on_term="ignore")
+
+
+def shell_script(does: Does) -> str:
+    """The shell command that behaves as ``does`` says; it prints ``ready`` once its TERM
+    handling is in place."""
+    parts: list[str] = []
+    if does.on_term == "ignore":
+        parts.append("trap '' TERM")
+    elif does.on_term.startswith("exit:"):
+        parts.append(f"trap 'echo got-term; exit {does.on_term[5:]}' TERM")
+    parts.append("echo ready")
+    if does.prints_sample:
+        for stream, line in SAMPLE_OUTPUT:
+            # A pause after stderr: Docker merges the two streams in the order it reads them.
+            parts.append(f"echo '{line}' >&2; sleep 0.2" if stream == "stderr"
+                         else f"echo '{line}'")
+    if does.exit_code is None:
+        parts.append(LOOP)
+    else:
+        if does.run_for > 0:
+            parts.append(f"sleep {does.run_for:g}")
+        parts.append(f"exit {does.exit_code}")
+    return "; ".join(parts)
+
+
+def sim_env(does: Does) -> dict[str, str]:
+    """The ``DROMOS_SIM_*`` variables that make a KWOK pod behave as ``does`` says."""
+    env: dict[str, str] = {}
+    if does.exit_code is not None:
+        env["DROMOS_SIM_EXIT"] = str(does.exit_code)
+        env["DROMOS_SIM_RUN_FOR"] = f"{round(does.run_for * 1000)}ms"
+    if does.on_term != "die":
+        env["DROMOS_SIM_ON_TERM"] = does.on_term
+    return env
+
+
+@dataclass(frozen=True)
+class Launched:
+    """How a backend started a task: the command that replaced the image's entrypoint (or
+    the process's argv when there is no image), the arguments handed to the image's
+    entrypoint, and the environment it was given."""
+
+    command: list[str] | None
+    args: list[str] | None
+    env: dict[str, str]
+
+
+class Outage:
+    """A runtime whose backend can be taken away and brought back (``cut``/``restore``).
+    ``can_fail``: whether calls then raise RuntimeUnavailable (a local runtime has no remote
+    backend to lose)."""
+
+    def __init__(self, runtime: Runtime, cut: Callable[[], None], restore: Callable[[], None],
+                 can_fail: bool = True) -> None:
+        self.runtime = runtime
+        self.cut = cut
+        self.restore = restore
+        self.can_fail = can_fail
 
 
 # --- backends --------------------------------------------------------------------------------
@@ -57,10 +177,24 @@ class Backend:
     name: str
     make: Callable[[Path], Runtime]
     """A new runtime instance over the state in the given directory."""
+    app_fields: Callable[[Does], dict[str, Any]]
+    """Marathon app fields (``cmd``, ``env``) of a task that behaves as ``Does`` says."""
     stdout: Callable[[Path, Task], str]
-    """What the task wrote to stdout so far."""
+    """What the task wrote to stdout so far (only meaningful when ``runs_processes``)."""
+    launched: Callable[[Path, Task], Launched]
+    """How the task was started (read from the backend: sandbox, container, pod)."""
+    copies: Callable[[Path, Task], int]
+    """How many processes/containers/pods of the task were ever started."""
     cleanup: Callable[[Path], None]
     """Forcibly remove everything runtimes over this state started; raise if anything stays."""
+    outage: Callable[[Path, Path], AbstractContextManager[Outage]]
+    """A runtime over the state (first path) whose backend can be cut; second: a scratch
+    directory."""
+    runs_processes: bool = True
+    """Whether a task is a real process (its output is its own, commands run in it)."""
+    kill_slack: float = 0.1
+    """How early a forced kill may come (Kubernetes keeps deletion deadlines in whole
+    seconds)."""
     unavailable: Callable[[], str | None] = lambda: None
     """Why the backend cannot be tested here (e.g. no Docker Engine); ``None`` when it can."""
 
@@ -70,6 +204,15 @@ def _local_stdout(state_dir: Path, task: Task) -> str:
         return (state_dir / "tasks" / task.id / STDOUT_FILE).read_text()
     except FileNotFoundError:
         return ""
+
+
+def _local_launched(state_dir: Path, task: Task) -> Launched:
+    sandbox = state_dir / "tasks" / task.id
+    argv = json.loads((sandbox / LAUNCH_FILE).read_text())["argv"]
+    env = json.loads((sandbox / ENV_FILE).read_text())
+    if argv[:2] == ["/bin/sh", "-c"]:
+        return Launched(argv, None, env)
+    return Launched(None, argv, env)
 
 
 def _local_processes(state_dir: Path) -> list[tuple[int, int, bool]]:
@@ -106,20 +249,43 @@ def cleanup_local_state(state_dir: Path) -> None:
     wait_until(all_gone, timeout=10, what="every process of the test to be gone")
 
 
+@contextmanager
+def _local_outage(state_dir: Path, scratch: Path) -> Iterator[Outage]:
+    """The local runtime has no backend that can go away: cutting it changes nothing."""
+    rt = LocalRuntime(state_dir)
+    try:
+        yield Outage(rt, lambda: None, lambda: None, can_fail=False)
+    finally:
+        rt.close()
+
+
+def _output_copies(stdout: Callable[[Path, Task], str]) -> Callable[[Path, Task], int]:
+    # A shell_script task prints "ready" once per process started.
+    return lambda state_dir, task: stdout(state_dir, task).count("ready\n")
+
+
 BACKENDS: dict[str, Backend] = {
     "local": Backend(
         name="local",
         make=lambda state_dir: LocalRuntime(state_dir),
+        app_fields=lambda does: {"cmd": shell_script(does)},
         stdout=_local_stdout,
+        launched=_local_launched,
+        copies=_output_copies(_local_stdout),
         cleanup=cleanup_local_state,
+        outage=_local_outage,
     ),
     # Containers on a real Docker Engine, started (and the busybox test image built) by
     # tests/support/docker-setup.sh; apps without a container run in that image.
     "docker": Backend(
         name="docker",
         make=make_docker_runtime,
+        app_fields=lambda does: {"cmd": shell_script(does)},
         stdout=docker_stdout,
+        launched=launched_container,
+        copies=_output_copies(docker_stdout),
         cleanup=cleanup_docker_state,
+        outage=docker_outage,
         unavailable=docker_unavailable,
     ),
     # Pods on the offline cluster (kind-cluster/offline/up.sh: a real API server, KWOK as the
@@ -127,27 +293,22 @@ BACKENDS: dict[str, Backend] = {
     "kubernetes": Backend(
         name="kubernetes",
         make=make_kube_runtime,
-        stdout=kube_stdout,
+        app_fields=lambda does: {"cmd": shell_script(does), "env": sim_env(does)},
+        stdout=lambda state_dir, task: "",
+        launched=launched_pod,
+        copies=pods_of_task,
         cleanup=cleanup_kube_state,
+        outage=kube_outage,
+        runs_processes=False,
+        kill_slack=1.0,
         unavailable=kube_unavailable,
     ),
 }
 
 
-def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Contract tests that need a real process do not run on KWOK, where no container runs:
-    each is replaced by a KWOK variant in test_kubernetes.py (k8s_support.ADAPTED says which
-    and why). Deselected, not skipped: nothing is silently missing under DROMOS_CI."""
-    dropped = [item for item in items if item.nodeid.startswith("tests/runtimes/test_contract.py")
-               and item.nodeid.endswith("[kubernetes]")
-               and getattr(item, "originalname", item.name) in ADAPTED]
-    if dropped:
-        config.hook.pytest_deselected(items=dropped)
-        items[:] = [item for item in items if item not in dropped]
-
-
 class RuntimeFactory:
-    """Makes runtime instances of one backend over one shared state."""
+    """Makes runtime instances of one backend over one shared state, and starts tasks that
+    do what a test needs on it."""
 
     def __init__(self, backend: Backend, state_dir: Path) -> None:
         self.backend = backend
@@ -164,8 +325,32 @@ class RuntimeFactory:
         self.made.append(rt)
         return rt
 
+    def task_that(self, does: Does, **fields: Any) -> AppSpec:
+        """An app whose task does what ``does`` says on this backend; ``fields`` are further
+        Marathon fields (an ``env`` is merged with what the backend needs)."""
+        made = self.backend.app_fields(does)
+        env = {**fields.pop("env", {}), **made.pop("env", {})}
+        return make_app(**made, **fields, **({"env": env} if env else {}))
+
+    def started(self, rt: Runtime, task: Task) -> Observation:
+        """Wait until the task runs with its TERM handling in place (a shell_script prints
+        ``ready`` then; a simulated pod is Running)."""
+        obs = wait_for_state(rt, task, TaskState.RUNNING)
+        if self.backend.runs_processes:
+            wait_for_output(self, task, "ready")
+        return obs
+
     def stdout(self, task: Task) -> str:
         return self.backend.stdout(self.state_dir, task)
+
+    def launched(self, task: Task) -> Launched:
+        return self.backend.launched(self.state_dir, task)
+
+    def copies(self, task: Task) -> int:
+        return self.backend.copies(self.state_dir, task)
+
+    def outage(self, scratch: Path) -> AbstractContextManager[Outage]:
+        return self.backend.outage(self.state_dir, scratch)
 
     def teardown(self) -> None:
         for rt in self.made:
@@ -284,3 +469,15 @@ def wait_for_output(factory: RuntimeFactory, task: Task, text: str, timeout: flo
         return out if text in out else None
 
     return wait_until(seen, timeout, what=f"{text!r} in the stdout of {task.id}")
+
+
+def when_available(call: Callable[[], T]) -> Callable[[], T | None]:
+    """``call`` made into a predicate for :func:`wait_until` that says "not yet" while the
+    runtime is unavailable (after an outage it backs off for a while)."""
+    def attempt() -> T | None:
+        try:
+            return call()
+        except RuntimeUnavailable:
+            return None
+
+    return attempt

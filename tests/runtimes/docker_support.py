@@ -13,17 +13,24 @@ sessions or of a Dromos sharing the engine.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
+import socket
 import subprocess
+import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import docker
 import docker.errors
 
 from scheduler.model.task import Task
+
+if TYPE_CHECKING:
+    from tests.runtimes.conftest import Launched, Outage
 from scheduler.runtimes.base import LABEL_TASK
 from scheduler.runtimes.docker import DockerRuntime, container_name
 
@@ -80,6 +87,35 @@ def docker_stdout(state_dir: Path, task: Task) -> str:
     return raw.decode("utf-8", "replace")
 
 
+def launched_container(state_dir: Path, task: Task) -> Launched:
+    """How the task's container was created: the entrypoint that replaced the image's (with
+    the command after it), the command handed to the image's entrypoint, the environment."""
+    from tests.runtimes.conftest import Launched
+
+    config = client().api.inspect_container(container_name(task.id))["Config"]
+    env = dict(item.split("=", 1) for item in config.get("Env") or [])
+    entrypoint, cmd = config.get("Entrypoint"), config.get("Cmd")
+    if entrypoint:
+        return Launched(list(entrypoint) + list(cmd or []), None, env)
+    return Launched(None, list(cmd) if cmd is not None else None, env)
+
+
+@contextlib.contextmanager
+def docker_outage(state_dir: Path, scratch: Path) -> Iterator[Outage]:
+    """A runtime over ``state_dir`` that reaches the engine through an :class:`EngineProxy`
+    (cut: the engine is away; restore: it is back)."""
+    from tests.runtimes.conftest import Outage
+
+    proxy = EngineProxy(engine_socket())
+    proxy.up()
+    rt = make_docker_runtime(state_dir, client_factory=proxy.client)
+    try:
+        yield Outage(rt, proxy.down, proxy.up)
+    finally:
+        rt.close()
+        proxy.down()
+
+
 def containers_of(state_dir: Path) -> list[dict[str, Any]]:
     """Every container (any state) a runtime over ``state_dir`` created: those labelled with
     it by :func:`make_docker_runtime`, and those recorded under it (a ``dromos serve``
@@ -121,3 +157,64 @@ def engine_socket() -> str:
     """The path of the engine's unix socket (``DOCKER_HOST`` when it is ``unix://``)."""
     host = os.environ.get("DOCKER_HOST", "")
     return host[len("unix://"):] if host.startswith("unix://") else "/var/run/docker.sock"
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+class EngineProxy:
+    """A TCP front for the engine's unix socket that can be switched off and on: an engine
+    that goes away and comes back, without stopping the real one (others use it)."""
+
+    def __init__(self, socket_path: str) -> None:
+        self.socket_path = socket_path
+        self.port = _free_port()
+        self._server: socket.socket | None = None
+        self._open: list[socket.socket] = []
+        self._lock = threading.Lock()
+
+    @property
+    def base_url(self) -> str:
+        return f"tcp://127.0.0.1:{self.port}"
+
+    def client(self) -> Any:
+        return docker.DockerClient(base_url=self.base_url, timeout=10)
+
+    def up(self) -> None:
+        self._server = socket.create_server(("127.0.0.1", self.port))
+        threading.Thread(target=self._accept, args=(self._server,), daemon=True).start()
+
+    def down(self) -> None:
+        with self._lock:
+            server, self._server = self._server, None
+            conns, self._open = self._open, []
+        for s in ([server] if server else []) + conns:
+            with contextlib.suppress(OSError):
+                s.shutdown(socket.SHUT_RDWR)
+            s.close()
+
+    def _accept(self, server: socket.socket) -> None:
+        while True:
+            try:
+                conn, _ = server.accept()
+            except OSError:
+                return
+            upstream = socket.socket(socket.AF_UNIX)
+            upstream.connect(self.socket_path)
+            with self._lock:
+                self._open += [conn, upstream]
+            for a, b in ((conn, upstream), (upstream, conn)):
+                threading.Thread(target=self._pump, args=(a, b), daemon=True).start()
+
+    @staticmethod
+    def _pump(src: socket.socket, dst: socket.socket) -> None:
+        try:
+            while data := src.recv(65536):
+                dst.sendall(data)
+            dst.shutdown(socket.SHUT_WR)
+        except OSError:
+            pass

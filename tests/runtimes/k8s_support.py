@@ -16,8 +16,9 @@ Each test gets its own namespace (derived from its state directory, Pod Security
 ``restricted`` enforced, so every pod Dromos creates is checked against it);
 :func:`cleanup_kube_state` force-deletes its pods and the namespace.
 
-Which runtime contract tests run on KWOK as they are, and which are replaced by KWOK variants
-in ``test_kubernetes.py`` (and why), is :data:`ADAPTED`.
+The runtime contract suite runs on this cluster like on the other backends: its tasks'
+behaviour becomes ``DROMOS_SIM_*`` variables (``conftest.sim_env``), and what the suite reads
+of a task comes from its pod (:func:`launched_pod`, :func:`pods_of_task`).
 """
 
 from __future__ import annotations
@@ -34,11 +35,11 @@ import socket
 import subprocess
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 from kubernetes import client as k8s_client
@@ -49,6 +50,9 @@ from scheduler.model.task import Task, TaskState
 from scheduler.runtimes.base import LaunchSpec, launch_spec
 from scheduler.runtimes.kubernetes import KubernetesRuntime, load_client_configuration
 
+if TYPE_CHECKING:
+    from tests.runtimes.conftest import Launched, Outage
+
 REPO = Path(__file__).resolve().parents[2]
 OFFLINE = REPO / "kind-cluster" / "offline"
 CLUSTER_NAME = os.environ.get("DROMOS_TEST_CLUSTER", "dromos-test")
@@ -58,46 +62,6 @@ CACHE = Path(os.environ.get("DROMOS_K8S_CACHE", Path.home() / ".cache/dromos/k8s
 SESSIONS = CACHE / "test-cluster" / CLUSTER_NAME / "sessions"
 """One file per test session using the cluster (its pid)."""
 TEST_IMAGE = "dromos-test/busybox:1"  # never pulled: no kubelet runs it
-
-# Contract tests (tests/runtimes/test_contract.py) that need a real process -- its output, a
-# shell, signal handling, exec into the container -- cannot pass on KWOK, where no container
-# runs. They are deselected for the kubernetes backend and replaced by the variant named here,
-# which checks the same promise through what the API server shows, with the process's
-# behaviour scripted by DROMOS_SIM_* variables (KWOK stages).
-ADAPTED: dict[str, str] = {
-    "test_exit_status_zero_is_finished":
-        "`exit 0` needs a shell -> test_kwok_exit_status_zero_is_finished (DROMOS_SIM_EXIT=0)",
-    "test_exit_status_three_is_failed_with_that_exit_code":
-        "`exit 3` needs a shell -> test_kwok_exit_status_three_is_failed_with_that_exit_code",
-    "test_kill_lets_a_task_that_handles_term_exit_within_the_grace_period":
-        "reads the task's stdout -> test_kwok_kill_lets_a_task_that_handles_term_exit_"
-        "within_the_grace_period (DROMOS_SIM_ON_TERM=exit:0)",
-    "test_kill_forces_a_task_that_ignores_term_once_the_grace_period_is_over":
-        "reads stdout -> test_kwok_kill_forces_a_task_that_ignores_term_once_the_grace_"
-        "period_is_over (DROMOS_SIM_ON_TERM=ignore)",
-    "test_kill_of_a_task_that_is_gone_or_unknown_is_a_no_op":
-        "needs a finished task -> test_kwok_kill_of_a_task_that_is_gone_or_unknown_is_a_no_op",
-    "test_the_task_environment_has_marathons_variables":
-        "reads `env` output -> test_kwok_the_pod_environment_has_marathons_variables "
-        "(the pod spec's env)",
-    "test_cmd_runs_through_sh_exactly_as_given":
-        "reads stdout -> test_kwok_cmd_runs_through_sh_exactly_as_given (container command)",
-    "test_args_run_without_a_shell":
-        "reads stdout -> test_kwok_args_run_without_a_shell (container args, no command)",
-    "test_launching_an_id_twice_returns_the_same_handle_and_starts_one_process":
-        "counts output lines -> test_kwok_launching_an_id_twice_makes_one_pod (one pod, one uid)",
-    "test_a_restarted_runtime_adopts_a_running_task":
-        "waits for output, exit 7 from a TERM trap -> test_kwok_a_restarted_runtime_adopts_a_"
-        "running_task (DROMOS_SIM_ON_TERM=exit:7)",
-    "test_a_restarted_runtime_learns_how_tasks_ended_while_it_was_down":
-        "`sleep 0.3; exit 5` -> test_kwok_a_restarted_runtime_learns_how_tasks_ended_while_it_"
-        "was_down (DROMOS_SIM_RUN_FOR=300ms, DROMOS_SIM_EXIT=5)",
-    "test_observe_reports_every_task_in_order":
-        "needs a finished task -> test_kwok_observe_reports_every_task_in_order",
-    "test_check_command_runs_in_the_tasks_environment":
-        "`kubectl exec` needs a kubelet -> test_kwok_check_command_execs_in_the_tasks_pod",
-}
-
 
 # --- the cluster -----------------------------------------------------------------------------
 
@@ -262,9 +226,42 @@ def make_kube_runtime(state_dir: Path, **options: Any) -> KubernetesRuntime:
     return KubernetesRuntime(state_dir, namespace=namespace, **options)
 
 
-def kube_stdout(state_dir: Path, task: Task) -> str:
-    """Task output: KWOK runs no container, so there never is any."""
-    return ""
+def launched_pod(state_dir: Path, task: Task) -> Launched:
+    """How the task's pod runs it: its container's command, args and environment."""
+    from scheduler.runtimes.kubernetes import pod_name
+    from tests.runtimes.conftest import Launched
+
+    pod = core_api().read_namespaced_pod(pod_name(task.id), namespace_for(state_dir))
+    container = pod.spec.containers[0]
+    env = {e.name: e.value or "" for e in container.env or ()}
+    return Launched(container.command, container.args, env)
+
+
+def pods_of_task(state_dir: Path, task: Task) -> int:
+    """How many pods of the task exist (ended ones included: pods are never restarted)."""
+    from scheduler.runtimes.kubernetes import label_value
+
+    pods = core_api().list_namespaced_pod(
+        namespace_for(state_dir), label_selector=f"dromos.io/task={label_value(task.id)}")
+    return len(pods.items)
+
+
+@contextlib.contextmanager
+def kube_outage(state_dir: Path, scratch: Path) -> Iterator[Outage]:
+    """A runtime over ``state_dir`` that reaches the API server through a :class:`Blackhole`
+    (cut: every connection dropped, new ones refused; restore: back)."""
+    from tests.runtimes.conftest import Outage
+
+    configuration = load_client_configuration(kubeconfig())
+    host, port = configuration.host.removeprefix("https://").rsplit(":", 1)
+    hole = Blackhole((host, int(port)))
+    configuration.host = f"https://{host}:{hole.port}"
+    rt = make_kube_runtime(state_dir, configuration=configuration)
+    try:
+        yield Outage(rt, hole.cut, hole.restore)
+    finally:
+        rt.close()
+        hole.close()
 
 
 def cleanup_kube_state(state_dir: Path) -> None:

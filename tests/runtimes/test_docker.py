@@ -8,12 +8,10 @@ for Docker by ``test_contract.py``; these tests need a real engine too (see
 
 from __future__ import annotations
 
-import contextlib
 import json
 import re
 import socket
 import subprocess
-import threading
 import time
 import urllib.error
 import urllib.request
@@ -28,7 +26,6 @@ import pytest
 from fastapi.testclient import TestClient
 
 from api.app import create_app
-from scheduler.batch.runner import launch_spec_for
 from scheduler.cli import build_parser
 from scheduler.clock import FakeClock
 from scheduler.composition import build_runtime
@@ -45,7 +42,7 @@ from scheduler.model.job import (
 )
 from scheduler.model.node import Node
 from scheduler.model.resources import Resources
-from scheduler.model.task import Task, TaskState
+from scheduler.model.task import Task, TaskState, task_of_run
 from scheduler.orchestrator import Orchestrator
 from scheduler.runtimes.base import RuntimeUnavailable, launch_spec
 from scheduler.runtimes.docker import (
@@ -74,6 +71,7 @@ from tests.runtimes.conftest import (
 )
 from tests.runtimes.docker_support import (
     BUSYBOX_IMAGE,
+    EngineProxy,
     client,
     containers_of,
     docker_unavailable,
@@ -196,14 +194,14 @@ def test_every_container_is_labelled_and_named_after_its_task(
 def test_a_job_run_is_labelled_with_its_job_and_run_and_its_example_scores_a_batch(
     factory: RuntimeFactory, rt: DockerRuntime
 ) -> None:
-    # The LaunchSpec the job runner builds, with the Chronos container shape (image at the top).
+    # The LaunchSpec of a job run's attempt, with the Chronos container shape (image on top).
     job = parse_job(json.loads((JOBS / "score-batch.json").read_text()))
     scheduled = datetime(2026, 1, 1, 2, tzinfo=UTC)
     run = JobRun(id=scheduled_run_id(job.name, scheduled), job=job.name,
                  trigger=Trigger.SCHEDULE, status=RunStatus.QUEUED, created_at=scheduled,
                  scheduled_for=scheduled, attempt=1)
     task_id = attempt_task_id(run.id, run.attempt)  # a retry: score-batch:2026...Z.retry1
-    spec = launch_spec_for(job, run, task_id, "docker-host")
+    spec = launch_spec(job, task_of_run(run, host="docker-host"), run)
     task = Task(id=task_id, app_id=spec.app_id, host="docker-host", version="",
                 state=TaskState.STAGING, staged_at=scheduled)
     task = task.with_(handle=dict(rt.launch(spec)))
@@ -390,60 +388,6 @@ def test_container_options_the_runtime_does_not_support_are_refused(
 
 
 # --- the engine going away -------------------------------------------------------------------
-
-
-class EngineProxy:
-    """A TCP front for the engine's unix socket that can be switched off and on: an engine
-    that goes away and comes back, without stopping the real one (others use it)."""
-
-    def __init__(self, socket_path: str) -> None:
-        self.socket_path = socket_path
-        self.port = free_port()
-        self._server: socket.socket | None = None
-        self._open: list[socket.socket] = []
-        self._lock = threading.Lock()
-
-    @property
-    def base_url(self) -> str:
-        return f"tcp://127.0.0.1:{self.port}"
-
-    def client(self) -> Any:
-        return docker.DockerClient(base_url=self.base_url, timeout=10)
-
-    def up(self) -> None:
-        self._server = socket.create_server(("127.0.0.1", self.port))
-        threading.Thread(target=self._accept, args=(self._server,), daemon=True).start()
-
-    def down(self) -> None:
-        with self._lock:
-            server, self._server = self._server, None
-            conns, self._open = self._open, []
-        for s in ([server] if server else []) + conns:
-            with contextlib.suppress(OSError):
-                s.shutdown(socket.SHUT_RDWR)
-            s.close()
-
-    def _accept(self, server: socket.socket) -> None:
-        while True:
-            try:
-                conn, _ = server.accept()
-            except OSError:
-                return
-            upstream = socket.socket(socket.AF_UNIX)
-            upstream.connect(self.socket_path)
-            with self._lock:
-                self._open += [conn, upstream]
-            for a, b in ((conn, upstream), (upstream, conn)):
-                threading.Thread(target=self._pump, args=(a, b), daemon=True).start()
-
-    @staticmethod
-    def _pump(src: socket.socket, dst: socket.socket) -> None:
-        try:
-            while data := src.recv(65536):
-                dst.sendall(data)
-            dst.shutdown(socket.SHUT_WR)
-        except OSError:
-            pass
 
 
 @pytest.fixture

@@ -22,7 +22,7 @@ import pytest
 
 from scheduler.clock import FakeClock, SystemClock
 from scheduler.model.health import HealthCheck, HealthResult
-from scheduler.model.task import Task, TaskState
+from scheduler.model.task import Task
 from scheduler.services.health import (
     HealthMonitor,
     probe_command,
@@ -33,6 +33,7 @@ from scheduler.services.health import (
     should_kill,
     task_health,
 )
+from tests.factories import make_task
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 
@@ -53,13 +54,11 @@ def make_check(**kw: Any) -> HealthCheck:
     return HealthCheck.model_validate(base)
 
 
-def make_task(
-    task_id: str = "web.1", ports: tuple[int, ...] = (), started_at: datetime | None = None
-) -> Task:
-    return Task(
-        id=task_id, app_id="/web", host="127.0.0.1", version="v1",
-        state=TaskState.RUNNING, staged_at=T0, ports=ports, started_at=started_at,
-    )
+def probed_task(task_id: str = "web.1", ports: tuple[int, ...] = (),
+                started_at: datetime | None = None) -> Task:
+    """A running task of /web probed on 127.0.0.1 (the shared factory's task)."""
+    return make_task("/web", host="127.0.0.1", version="v1", ports=ports, task_id=task_id,
+                     started_at=started_at)
 
 
 def wait_for(pred: Callable[[], bool], timeout: float = 4.0) -> bool:
@@ -174,7 +173,7 @@ def test_task_health(results: list[HealthResult], expected: bool | None) -> None
     ids=["default index 0", "port index", "fixed port", "missing index"],
 )
 def test_probe_port(check: HealthCheck, ports: tuple[int, ...], expected: int | None) -> None:
-    assert probe_port(make_task(ports=ports), check) == expected
+    assert probe_port(probed_task(ports=ports), check) == expected
 
 
 # ---------------------------------------------------------------------------------------------
@@ -404,7 +403,7 @@ def alive(m: HealthMonitor, task_id: str) -> list[bool]:
 
 def test_monitor_healthy_then_killed_when_server_stops(monitor: HealthMonitor) -> None:
     srv = StatusServer()
-    task = make_task(ports=(srv.port,), started_at=datetime.now(UTC))
+    task = probed_task(ports=(srv.port,), started_at=datetime.now(UTC))
     monitor.sync([(task, [make_check(path="/health")])])
     assert wait_for(lambda: alive(monitor, task.id) == [True], 2.0)  # first probe is immediate
     changes = monitor.drain_changes()
@@ -424,7 +423,7 @@ def test_monitor_healthy_then_killed_when_server_stops(monitor: HealthMonitor) -
 
 
 def test_monitor_tcp_and_command_checks(monitor: HealthMonitor, server: StatusServer) -> None:
-    task = make_task(ports=(server.port,), started_at=datetime.now(UTC))
+    task = probed_task(ports=(server.port,), started_at=datetime.now(UTC))
     checks = [
         make_check(protocol="TCP"),
         make_check(protocol="COMMAND", command={"value": 'test -n "$PORT0"'}),
@@ -442,7 +441,7 @@ def test_monitor_grace_period_follows_the_clock(closed_port: int) -> None:
     m = HealthMonitor(FakeRuntime(), clock)
     m.start_in_thread()
     try:
-        task = make_task(ports=(closed_port,), started_at=T0)
+        task = probed_task(ports=(closed_port,), started_at=T0)
         m.sync([(task, [make_check(gracePeriodSeconds=30)])])
         assert wait_for(lambda: m.results(task.id)[0].last_failure is not None, 2.0)
         [r] = m.results(task.id)
@@ -456,7 +455,7 @@ def test_monitor_grace_period_follows_the_clock(closed_port: int) -> None:
 
 
 def test_monitor_ignore_http_1xx(monitor: HealthMonitor, server: StatusServer) -> None:
-    task = make_task(ports=(server.port,), started_at=datetime.now(UTC))
+    task = probed_task(ports=(server.port,), started_at=datetime.now(UTC))
     checks = [make_check(path="/status/102", ignoreHttp1xx=True), make_check(path="/status/102")]
     monitor.sync([(task, checks)])
     assert wait_for(lambda: monitor.results(task.id)[1].consecutive_failures >= 1, 2.0)
@@ -469,8 +468,8 @@ def test_monitor_ignore_http_1xx(monitor: HealthMonitor, server: StatusServer) -
 def test_monitor_slow_probe_does_not_delay_others(
     monitor: HealthMonitor, server: StatusServer
 ) -> None:
-    slow = make_task("slow.1", ports=(server.port,))
-    fast = make_task("fast.1", ports=(server.port,))
+    slow = probed_task("slow.1", ports=(server.port,))
+    fast = probed_task("fast.1", ports=(server.port,))
     monitor.sync([(slow, [make_check(path="/slow/3", timeoutSeconds=3)]),
                   (fast, [make_check()])])
     started = time.monotonic()
@@ -480,7 +479,7 @@ def test_monitor_slow_probe_does_not_delay_others(
 
 
 def test_monitor_forgets_removed_tasks(monitor: HealthMonitor, server: StatusServer) -> None:
-    task = make_task(ports=(server.port,))
+    task = probed_task(ports=(server.port,))
     monitor.sync([(task, [make_check()])])
     assert wait_for(lambda: alive(monitor, task.id) == [True], 2.0)
     monitor.sync([])
@@ -494,7 +493,7 @@ def test_monitor_forgets_removed_tasks(monitor: HealthMonitor, server: StatusSer
 
 
 def test_monitor_check_change_starts_over(monitor: HealthMonitor, server: StatusServer) -> None:
-    task = make_task(ports=(server.port,))
+    task = probed_task(ports=(server.port,))
     monitor.sync([(task, [make_check()])])
     assert wait_for(lambda: alive(monitor, task.id) == [True], 2.0)
     monitor.sync([(task, [make_check(path="/status/503")])])
@@ -504,14 +503,14 @@ def test_monitor_check_change_starts_over(monitor: HealthMonitor, server: Status
 
 
 def test_monitor_missing_port_is_a_failure(monitor: HealthMonitor) -> None:
-    task = make_task(ports=())
+    task = probed_task(ports=())
     monitor.sync([(task, [make_check()])])
     assert wait_for(lambda: monitor.results(task.id)[0].consecutive_failures >= 1, 2.0)
     assert monitor.results(task.id)[0].last_failure_cause == "task has no port at index 0"
 
 
 def test_export_import_round_trip(monitor: HealthMonitor, server: StatusServer) -> None:
-    task = make_task(ports=(server.port,), started_at=datetime.now(UTC))
+    task = probed_task(ports=(server.port,), started_at=datetime.now(UTC))
     check = make_check()
     monitor.sync([(task, [check])])
     assert wait_for(lambda: alive(monitor, task.id) == [True], 2.0)
@@ -566,7 +565,7 @@ def test_run_directly_is_cancellable_and_exclusive(server: StatusServer) -> None
         await asyncio.sleep(0)
         with pytest.raises(RuntimeError):
             await m.run()
-        task = make_task(ports=(server.port,))
+        task = probed_task(ports=(server.port,))
         m.sync([(task, [make_check()])])
         for _ in range(100):
             if alive(m, task.id) == [True]:

@@ -6,7 +6,7 @@ from datetime import timedelta
 
 from scheduler.model.task import Task, TaskState
 from scheduler.placement.pipeline import Placer
-from scheduler.placement.plan import ClusterSnapshot, PlacedTask
+from scheduler.placement.results import ClusterSnapshot, PlacedTask
 from scheduler.services.backoff import Backoff
 from scheduler.services.reconciler import ReconcileResult, reconcile
 from tests.factories import T0, V1, V2, make_app, make_node, make_task

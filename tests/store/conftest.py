@@ -15,10 +15,11 @@ import pytest
 
 from scheduler.model.app import AppSpec, parse_app
 from scheduler.model.job import JobRun, JobSpec, RunStatus, Trigger, parse_job
-from scheduler.model.task import Task, TaskState
+from scheduler.model.task import Task
 from scheduler.store.base import StateStore
 from scheduler.store.memory import MemoryStore
 from scheduler.store.sqlite import SqliteStore
+from tests.factories import make_task
 
 STORE_KINDS = ["memory", "sqlite", "kubernetes"]
 
@@ -80,23 +81,17 @@ def make_rich_app(app_id: str = "/prod/web", version: str | None = None) -> AppS
     )
 
 
-def make_task(
+def stored_task(
     task_id: str = "web.1",
     app_id: str = "/web",
     staged_after: float = 0.0,
     **changes: Any,
 ) -> Task:
     """A running task staged ``staged_after`` seconds after T0 (millisecond precision: what
-    the stores keep)."""
-    task = Task(
-        id=task_id,
-        app_id=app_id,
-        host="node-1",
-        version=version_at(0),
-        state=TaskState.RUNNING,
-        staged_at=T0 + timedelta(seconds=staged_after),
-    )
-    return task.with_(**changes) if changes else task
+    the stores keep), from the shared :func:`tests.factories.make_task`."""
+    fields: dict[str, Any] = {"host": "node-1", "version": version_at(0), "ports": (),
+                              "started_at": None, **changes}
+    return make_task(app_id, staged_offset=staged_after, task_id=task_id, **fields)
 
 
 def make_job(name: str = "etl", **fields: Any) -> JobSpec:

@@ -23,7 +23,7 @@ from tests.store.conftest import (
     make_rich_job,
     make_run,
     make_scheduled_job,
-    make_task,
+    stored_task,
     version_at,
 )
 
@@ -205,7 +205,7 @@ def test_unknown_task_reads_as_none(store: StateStore) -> None:
 
 
 def test_put_task_round_trips_every_field(store: StateStore) -> None:
-    task = make_task(
+    task = stored_task(
         ports=(31000, 31001),
         started_at=T0 + timedelta(seconds=2),
         handle={"pid": 4242, "start_time": 12345.5, "nested": {"k": [1, 2]}},
@@ -220,8 +220,8 @@ def test_put_task_round_trips_every_field(store: StateStore) -> None:
 
 
 def test_put_task_replaces_the_task_with_the_same_id(store: StateStore) -> None:
-    store.put_task(make_task(state=TaskState.STAGING))
-    store.put_task(make_task(state=TaskState.FAILED, exit_code=3, staged_after=9))
+    store.put_task(stored_task(state=TaskState.STAGING))
+    store.put_task(stored_task(state=TaskState.FAILED, exit_code=3, staged_after=9))
     got = store.get_task("web.1")
     assert got is not None and got.state is TaskState.FAILED and got.exit_code == 3
     assert [t.id for t in store.list_tasks()] == ["web.1"]
@@ -229,20 +229,20 @@ def test_put_task_replaces_the_task_with_the_same_id(store: StateStore) -> None:
 
 
 def test_list_tasks_orders_by_staged_at_then_id(store: StateStore) -> None:
-    store.put_task(make_task("web.c", staged_after=5))
-    store.put_task(make_task("web.b", staged_after=1))
-    store.put_task(make_task("web.a", staged_after=5))
-    store.put_task(make_task("web.z", staged_after=0.5))
+    store.put_task(stored_task("web.c", staged_after=5))
+    store.put_task(stored_task("web.b", staged_after=1))
+    store.put_task(stored_task("web.a", staged_after=5))
+    store.put_task(stored_task("web.z", staged_after=0.5))
     # Staged across a day boundary and before T0: ordered by time, not by text of the id.
-    store.put_task(make_task("web.y", staged_after=-86400))
+    store.put_task(stored_task("web.y", staged_after=-86400))
     assert [t.id for t in store.list_tasks()] == ["web.y", "web.z", "web.b", "web.a", "web.c"]
 
 
 def test_list_tasks_filters_by_app(store: StateStore) -> None:
-    store.put_task(make_task("web.2", "/web", staged_after=2))
-    store.put_task(make_task("db.1", "/db", staged_after=1))
-    store.put_task(make_task("web.1", "/web", staged_after=3))
-    store.put_task(make_task("web_x.1", "/web/x", staged_after=0))
+    store.put_task(stored_task("web.2", "/web", staged_after=2))
+    store.put_task(stored_task("db.1", "/db", staged_after=1))
+    store.put_task(stored_task("web.1", "/web", staged_after=3))
+    store.put_task(stored_task("web_x.1", "/web/x", staged_after=0))
     assert [t.id for t in store.list_tasks("/web")] == ["web.2", "web.1"]
     assert [t.id for t in store.list_tasks("/db")] == ["db.1"]
     assert store.list_tasks("/nope") == []
@@ -250,15 +250,15 @@ def test_list_tasks_filters_by_app(store: StateStore) -> None:
 
 
 def test_a_task_moved_to_another_app_is_listed_under_the_new_one(store: StateStore) -> None:
-    store.put_task(make_task("t.1", "/a"))
-    store.put_task(make_task("t.1", "/b"))
+    store.put_task(stored_task("t.1", "/a"))
+    store.put_task(stored_task("t.1", "/b"))
     assert store.list_tasks("/a") == []
     assert [t.id for t in store.list_tasks("/b")] == ["t.1"]
 
 
 def test_delete_task(store: StateStore) -> None:
-    store.put_task(make_task("web.1"))
-    store.put_task(make_task("web.2"))
+    store.put_task(stored_task("web.1"))
+    store.put_task(stored_task("web.2"))
     assert store.delete_task("web.1") is True
     assert store.get_task("web.1") is None
     assert [t.id for t in store.list_tasks()] == ["web.2"]
@@ -267,7 +267,7 @@ def test_delete_task(store: StateStore) -> None:
 
 def test_callers_cannot_change_stored_tasks_by_mutating_objects(store: StateStore) -> None:
     handle: dict[str, Any] = {"pid": 1}
-    store.put_task(make_task(handle=handle))
+    store.put_task(stored_task(handle=handle))
     handle["pid"] = 2
     got = store.get_task("web.1")
     assert got is not None and dict(got.handle) == {"pid": 1}
@@ -653,7 +653,7 @@ def test_callers_cannot_change_stored_runs_by_mutating_objects(store: StateStore
 
 def _write_one_of_everything(store: StateStore, suffix: str) -> None:
     store.create_app(make_app(f"/app-{suffix}"))
-    store.put_task(make_task(f"task.{suffix}", f"/app-{suffix}"))
+    store.put_task(stored_task(f"task.{suffix}", f"/app-{suffix}"))
     store.put_job(make_job(f"job-{suffix}"))
     assert store.create_run(make_run(f"job-{suffix}:c", f"job-{suffix}")) is True
     store.put_run(make_run(f"job-{suffix}:p", f"job-{suffix}", status=RunStatus.RUNNING))
@@ -684,7 +684,7 @@ def test_reads_inside_atomic_see_the_block_s_own_writes(store: StateStore) -> No
         current = store.get_app("/web")
         assert current is not None and current.instances == 2
         assert store.list_app_versions("/web") == [version_at(1), version_at(0)]
-        store.put_task(make_task())
+        store.put_task(stored_task())
         assert [t.id for t in store.list_tasks("/web")] == ["web.1"]
         store.put_meta("k", 1)
         assert store.get_meta("k") == 1
@@ -704,7 +704,7 @@ def test_reads_inside_atomic_see_the_block_s_own_writes(store: StateStore) -> No
 def test_an_exception_in_atomic_rolls_back_every_write(store: StateStore) -> None:
     # State before the block: an app with one version, a task, a meta key.
     store.create_app(make_app("/web", version_at(0), instances=1))
-    store.put_task(make_task("web.1", state=TaskState.RUNNING))
+    store.put_task(stored_task("web.1", state=TaskState.RUNNING))
     store.put_meta("counter", 1)
     store.create_app(make_app("/doomed"))
     store.put_job(make_job("etl", retries=1))
@@ -715,7 +715,7 @@ def test_an_exception_in_atomic_rolls_back_every_write(store: StateStore) -> Non
     with pytest.raises(Boom), store.atomic():
         _write_one_of_everything(store, "new")
         store.put_app(make_app("/web", version_at(1), instances=9))
-        store.put_task(make_task("web.1", state=TaskState.KILLED))
+        store.put_task(stored_task("web.1", state=TaskState.KILLED))
         store.put_meta("counter", 2)
         store.delete_app("/doomed")
         store.delete_task("web.1")
@@ -869,7 +869,7 @@ def test_concurrent_writers_lose_nothing(store: StateStore) -> None:
         for i in range(WRITES_PER_THREAD):
             store.put_app(make_app(f"/t{n}/a{i}", version_at(i)))
             store.put_app(make_app("/shared", version_at(n * 1000 + i)))
-            store.put_task(make_task(f"t{n}.{i}", f"/t{n}/a{i}", staged_after=i))
+            store.put_task(stored_task(f"t{n}.{i}", f"/t{n}/a{i}", staged_after=i))
             store.put_meta(f"t{n}-{i}", [n, i])
 
     _run_threads(writer)

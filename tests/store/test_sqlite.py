@@ -35,7 +35,7 @@ from tests.store.conftest import (
     make_rich_job,
     make_run,
     make_scheduled_job,
-    make_task,
+    stored_task,
     version_at,
 )
 
@@ -57,8 +57,8 @@ def test_everything_written_survives_close_and_reopen(tmp_path: Path) -> None:
     store.put_app(make_rich_app("/prod/web", version_at(60)).with_changes(instances=5))
     store.create_app(make_app("/gone"))
     store.delete_app("/gone")
-    store.put_task(make_task("prod_web.1", "/prod/web", staged_after=2, handle={"pid": 7}))
-    store.put_task(make_task("prod_web.0", "/prod/web", staged_after=1))
+    store.put_task(stored_task("prod_web.1", "/prod/web", staged_after=2, handle={"pid": 7}))
+    store.put_task(stored_task("prod_web.0", "/prod/web", staged_after=1))
     store.put_meta("leader", {"node": "a", "epoch": 2})
     with pytest.raises(ZeroDivisionError), store.atomic():
         store.put_meta("rolled-back", 1)
@@ -278,7 +278,7 @@ def test_a_version_1_file_upgrades_to_2_and_keeps_its_data(tmp_path: Path) -> No
             "INSERT INTO app_versions VALUES (?, ?, ?, ?)",
             ("/prod/web", version_at(0), version_at(0), encode_app(spec)),
         )
-        task = make_task("prod_web.1", "/prod/web")
+        task = stored_task("prod_web.1", "/prod/web")
         raw.execute(
             "INSERT INTO tasks VALUES (?, ?, ?, ?)",
             (task.id, task.app_id, task.to_json()["staged_at"], encode_task(task)),
@@ -629,7 +629,7 @@ def _run(store: StateStore, program: list[Any]) -> list[Any]:
                 getattr(store, op)(make_app(app_id, version, instances=instances))
             elif op == "put_task":
                 task_id, app_id, staged = args
-                store.put_task(make_task(task_id, app_id, staged_after=staged))
+                store.put_task(stored_task(task_id, app_id, staged_after=staged))
             elif op == "put_job":
                 name, retries = args
                 store.put_job(make_job(name, retries=retries))

@@ -21,7 +21,6 @@ from scheduler.clock import FakeClock
 from scheduler.config import Credentials
 from scheduler.events import DROMOS, EventBus
 from scheduler.model.job import parse_job
-from scheduler.model.task import Task, TaskState
 from scheduler.orchestrator import Orchestrator
 from scheduler.runtimes.local import LocalRuntime
 from scheduler.store.memory import MemoryStore
@@ -161,15 +160,6 @@ def test_logs_tail_then_follow_with_a_cursor(client: TestClient,
     assert texts(client.get("/ui/logs/app.1", params={"tail": 0}).json())["stdout"] == ""
 
 
-def test_logs_never_split_a_character(tmp_path: Path) -> None:
-    path = tmp_path / "f"
-    path.write_bytes("aé".encode()[:2])  # "a" and the first byte of "é"
-    data, pos = ui._read_from(path, 0)
-    assert (data, pos) == (b"a", 1)
-    path.write_bytes("aé".encode())
-    assert ui._read_from(path, pos) == ("é".encode(), 3)
-
-
 def test_logs_of_a_job_run_and_unknown_ids(client: TestClient,
                                            orchestrator: Orchestrator) -> None:
     put_job(orchestrator, name="j", schedule="cron: 0 * * * *")
@@ -182,32 +172,6 @@ def test_logs_of_a_job_run_and_unknown_ids(client: TestClient,
     assert client.get("/ui/logs/..").status_code == 404
     assert client.get(f"/ui/runs/{run['id']}").json()["run"]["status"] == "queued"
     assert client.get("/ui/runs/nope").status_code == 404
-
-
-class _Combined:
-    """A runtime that only has ``logs(task, tail)``, as Docker and Kubernetes do."""
-
-    name = "fake"
-
-    def __init__(self) -> None:
-        self.text = ""
-
-    def logs(self, task: Task, tail: int | None = 200) -> str:
-        return self.text
-
-
-def test_logs_from_a_runtime_logs_method() -> None:
-    rt = _Combined()
-    task = Task(id="t", app_id="/a", host="h", version="v", state=TaskState.RUNNING,
-                staged_at=FakeClock().now())
-    rt.text = "a\nb\nc\npart"
-    first = ui.read_logs(rt, task, 2, None)
-    assert [(c.stream, c.text) for c in first.chunks] == [("output", "b\nc\n")]
-    rt.text = "a\nb\nc\npartial line\nd\n"
-    nxt = ui.read_logs(rt, task, None, first.cursor)
-    assert nxt.chunks[0].text == "partial line\nd\n" and nxt.cursor == "l:5"
-    with pytest.raises(ui.LogsUnsupported):
-        ui.read_logs(object(), task, 2, None)
 
 
 # ------------------------------------------------------------------ job buttons

@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 from scheduler.model.app import AppSpec
 from scheduler.model.group import parse_group
 from scheduler.model.validation import SpecError
-from scheduler.services.groups import (
+from scheduler.services.group_plan import (
     MAX_INSTANCES,
     check_acyclic,
     effective_apps,

@@ -1,7 +1,7 @@
 """Pure group logic: effective dependencies, the dependency graph, start/stop waves, scaleBy.
 
-No I/O: :class:`scheduler.groups.GroupManager` reads the store and applies what this module
-computes.
+No I/O: :class:`scheduler.orchestrator.group_commands.GroupManager` reads the store and
+applies what this module computes.
 
 Dependency semantics (Marathon's):
 

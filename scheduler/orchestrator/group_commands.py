@@ -81,7 +81,7 @@ from scheduler.model.group import (
 from scheduler.model.timefmt import iso, parse_iso
 from scheduler.model.validation import SpecError
 from scheduler.orchestrator import Conflict, NotFound, Orchestrator
-from scheduler.services import groups as logic
+from scheduler.services import group_plan as logic
 from scheduler.services import service_ports
 
 log = logging.getLogger("dromos.groups")
@@ -139,20 +139,13 @@ class _Plan:
     meta_updates: dict[str, dict[str, Any]] = field(default_factory=dict)
 
 
-class GroupManager:
-    """Groups over an :class:`Orchestrator`, using only its public methods and its store.
-
-    Thread-safe: group changes are serialised by the manager's lock; each app write takes
-    the orchestrator's. Errors: :class:`SpecError` (422) for invalid input, :class:`NotFound`
-    (404) for an unknown group or version, :class:`Conflict` (409) for an existing group on
-    create, an id clash with an app, or apps locked by deployments (unless ``force``).
-    """
+class GroupReader:
+    """The read side of groups: the tree rebuilt from app ids and group metadata, and the
+    recorded versions. Uses only the orchestrator's public methods and its store."""
 
     def __init__(self, orchestrator: Orchestrator) -> None:
         self._o = orchestrator
         self._store = orchestrator.store
-        self._lock = threading.RLock()
-        self.resume()
 
     # ------------------------------------------------------------------ queries
 
@@ -176,6 +169,64 @@ class GroupManager:
         if snapshot is None:
             raise NotFound(f"Group '{group_id}' has no version '{version}'")
         return _stamped(parse_group(snapshot, group_id), version)
+
+    # ------------------------------------------------------------------ the tree
+
+    def _explicit(self) -> list[str]:
+        return list(self._store.get_meta(INDEX_KEY) or [])
+
+    def _meta(self, group_id: str) -> dict[str, Any]:
+        return dict(self._store.get_meta(_meta_key(group_id)) or {})
+
+    @staticmethod
+    def _exists(group_id: str, apps: Iterable[AppSpec], explicit: Iterable[str]) -> bool:
+        return (group_id == ROOT or group_id in set(explicit)
+                or any(is_under(a.id, group_id) for a in apps))
+
+    def _tree(self, group_id: str, apps: list[AppSpec], explicit: list[str], *,
+              declared: bool) -> Group:
+        """Rebuild the group from app ids and group metadata. ``declared``: apps with the
+        dependencies as written (where still valid) instead of the effective ones."""
+        inside = [a for a in apps if is_under(a.id, group_id)]
+        group_ids = {g for g in explicit if is_under(g, group_id)}
+        for a in inside:
+            group_ids.update(g for g in ancestors(a.id) if is_under(g, group_id))
+        children: dict[str, list[str]] = {}
+        for g in group_ids:
+            children.setdefault(parent_of(g), []).append(g)
+        by_parent: dict[str, list[AppSpec]] = {}
+        for a in inside:
+            by_parent.setdefault(parent_of(a.id), []).append(a)
+
+        def build(gid: str) -> Group:
+            meta = self._meta(gid)
+            records = meta.get("apps") or {}
+            members = by_parent.get(gid, [])
+            if declared:
+                members = [_declared(a, records.get(a.id)) for a in members]
+            subgroups = [build(c) for c in sorted(children.get(gid, []))]
+            stamps = [meta.get("version"), *(a.version for a in members),
+                      *(s.version for s in subgroups)]
+            return Group(id=gid, apps=tuple(members), groups=tuple(subgroups),
+                         dependencies=tuple(meta.get("dependencies") or ()),
+                         version=max((s for s in stamps if s), default=EPOCH))
+
+        return build(group_id)
+
+
+class GroupManager(GroupReader):
+    """Groups over an :class:`Orchestrator`, using only its public methods and its store.
+
+    Thread-safe: group changes are serialised by the manager's lock; each app write takes
+    the orchestrator's. Errors: :class:`SpecError` (422) for invalid input, :class:`NotFound`
+    (404) for an unknown group or version, :class:`Conflict` (409) for an existing group on
+    create, an id clash with an app, or apps locked by deployments (unless ``force``).
+    """
+
+    def __init__(self, orchestrator: Orchestrator) -> None:
+        super().__init__(orchestrator)
+        self._lock = threading.RLock()
+        self.resume()
 
     # ------------------------------------------------------------------ commands
 
@@ -241,7 +292,7 @@ class GroupManager:
 
     def scale(self, group_id: str, factor: Any, force: bool = False) -> GroupChange:
         """Multiply the instances of every app in the group's subtree by ``factor``
-        (rounded up, as Marathon does: :func:`scheduler.services.groups.scaled_instances`).
+        (rounded up, as Marathon does: :func:`scheduler.services.group_plan.scaled_instances`).
         Only ``instances`` change: the apps scale, no task is restarted."""
         with self._lock:
             apps, explicit = self._o.apps(), self._explicit()
@@ -518,49 +569,6 @@ class GroupManager:
         if heads and version <= max(heads):
             version = iso(parse_iso(max(heads)) + timedelta(milliseconds=1))
         return version
-
-    # ------------------------------------------------------------------ the tree
-
-    def _explicit(self) -> list[str]:
-        return list(self._store.get_meta(INDEX_KEY) or [])
-
-    def _meta(self, group_id: str) -> dict[str, Any]:
-        return dict(self._store.get_meta(_meta_key(group_id)) or {})
-
-    @staticmethod
-    def _exists(group_id: str, apps: Iterable[AppSpec], explicit: Iterable[str]) -> bool:
-        return (group_id == ROOT or group_id in set(explicit)
-                or any(is_under(a.id, group_id) for a in apps))
-
-    def _tree(self, group_id: str, apps: list[AppSpec], explicit: list[str], *,
-              declared: bool) -> Group:
-        """Rebuild the group from app ids and group metadata. ``declared``: apps with the
-        dependencies as written (where still valid) instead of the effective ones."""
-        inside = [a for a in apps if is_under(a.id, group_id)]
-        group_ids = {g for g in explicit if is_under(g, group_id)}
-        for a in inside:
-            group_ids.update(g for g in ancestors(a.id) if is_under(g, group_id))
-        children: dict[str, list[str]] = {}
-        for g in group_ids:
-            children.setdefault(parent_of(g), []).append(g)
-        by_parent: dict[str, list[AppSpec]] = {}
-        for a in inside:
-            by_parent.setdefault(parent_of(a.id), []).append(a)
-
-        def build(gid: str) -> Group:
-            meta = self._meta(gid)
-            records = meta.get("apps") or {}
-            members = by_parent.get(gid, [])
-            if declared:
-                members = [_declared(a, records.get(a.id)) for a in members]
-            subgroups = [build(c) for c in sorted(children.get(gid, []))]
-            stamps = [meta.get("version"), *(a.version for a in members),
-                      *(s.version for s in subgroups)]
-            return Group(id=gid, apps=tuple(members), groups=tuple(subgroups),
-                         dependencies=tuple(meta.get("dependencies") or ()),
-                         version=max((s for s in stamps if s), default=EPOCH))
-
-        return build(group_id)
 
 
 # ---------------------------------------------------------------------- helpers
