@@ -91,6 +91,13 @@ def idle_cpu_pct(pid: int, seconds: float) -> float:
     return 100 * (cpu_seconds(pid) - c0) / (time.monotonic() - t0)
 
 
+def _die_with_parent() -> None:
+    """In the server's child: SIGTERM when the bench dies (a killed or timed-out bench must
+    not leave a server and its control loop running)."""
+    import ctypes
+    ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+
+
 class Server:
     """``dromos serve`` in a child process (its own process group), on a free port."""
 
@@ -103,7 +110,7 @@ class Server:
             cmd = ["taskset", "-c", str(cpu), *cmd]
         self.log = (state_dir.parent / "serve.log").open("w")
         self.proc = subprocess.Popen(cmd, cwd=ROOT, stdout=self.log, stderr=subprocess.STDOUT,
-                                     start_new_session=True)
+                                     start_new_session=True, preexec_fn=_die_with_parent)
         deadline = time.monotonic() + 60
         while True:
             try:
