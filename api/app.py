@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import threading
 from typing import Any, Protocol
 
 from fastapi import FastAPI, Request
@@ -13,6 +12,7 @@ from fastapi.responses import JSONResponse, PlainTextResponse
 from api import chronos, events, groups, marathon, metrics, status, ui
 from api.auth import AuthMiddleware
 from api.forward import ForwardWrites
+from api.fragments import AppFragments
 from api.limits import DEFAULT_MAX_BODY_BYTES, BodyLimitMiddleware, StrictJSONResponse
 from scheduler import __version__
 from scheduler.config import Credentials
@@ -49,8 +49,9 @@ def create_app(
         default_response_class=StrictJSONResponse,
     )
     app.state.orchestrator = orchestrator
-    app.state.list_cache = {}
-    app.state.list_lock = threading.Lock()
+    # Per-app encoded fragments for GET /v2/apps and /v2/apps/{id}, kept current from the
+    # orchestrator's events (api/fragments.py).
+    app.state.fragments = AppFragments(orchestrator)
     app.state.leader = leader
     app.state.port = int(leader.rsplit(":", 1)[-1]) if ":" in leader else 8080
     app.state.replica = replica
@@ -97,7 +98,7 @@ def create_app(
                             status_code=422)
 
     @app.get("/ping", response_class=PlainTextResponse)
-    def ping() -> str:
+    async def ping() -> str:
         return "pong"
 
     app.include_router(marathon.router)

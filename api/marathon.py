@@ -11,23 +11,29 @@ from typing import Any
 from fastapi import APIRouter, Body, Query, Request
 from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, ConfigDict
+from starlette.concurrency import run_in_threadpool
 
-from api.limits import strict_dumps
+from api.fragments import AppFragments
 from api.presentation import app_json, orch, qbool, reads, runtime_summary, task_json
 from scheduler import __version__
 from scheduler.ha.elector import LeaderState
 from scheduler.model.app import AppSpec, normalize_app_id, parse_app
-from scheduler.model.group import app_group_overlap
 from scheduler.model.task import Task
 from scheduler.model.timefmt import iso
 from scheduler.model.validation import SpecError
-from scheduler.orchestrator import NotFound, Orchestrator, QueueInfo
+from scheduler.orchestrator import Orchestrator, QueueInfo
 from scheduler.services.service_ports import endpoints_text
 
 router = APIRouter()
 
 EMBED_ALL = {"tasks", "counts", "deployments", "readiness", "lasttaskfailure", "taskstats"}
 AppBody = Body(..., description="A Marathon app definition (see /v2 reference)")
+
+
+def fragments(request: Request) -> AppFragments:
+    """The application's per-app fragment cache (made in :func:`api.app.create_app`)."""
+    frags: AppFragments = request.app.state.fragments
+    return frags
 
 
 def app_id_from_path(raw: str) -> str:
@@ -96,68 +102,30 @@ def labels_match(labels: dict[str, str], selector: list[tuple[str, str, set[str]
 
 
 @router.get("/v2/apps")
-def list_apps(request: Request, cmd: str | None = None, id: str | None = None,
-              label: str | None = None,
-              embed: list[str] = Query(default=[])) -> Response:  # noqa: B008
-    o = orch(request)
+async def list_apps(request: Request, cmd: str | None = None, id: str | None = None,
+                    label: str | None = None,
+                    embed: list[str] = Query(default=[])) -> Response:  # noqa: B008
+    """From the apps' cached fragments (:mod:`api.fragments`); the joined body is served again
+    while no app changed, without waiting for the control loop."""
     selector = parse_label_selector(label) if label else None
-    wanted = parse_embed(embed) | {"counts", "deployments"}
-    # One read of all tasks for the whole list, not one query per app.
-    by_app: dict[str, list[Task]] = {}
-    for t in o.tasks():
-        by_app.setdefault(t.app_id, []).append(t)
-    # The response is a function of the definitions (apps_generation), the query, and the
-    # dynamic parts below; when none changed, the encoded bytes are served again. Listing
-    # 10,000 apps costs ~10 MB of JSON: rebuilding it for each of 50 concurrent clients is
-    # what made this route slow.
-    dynamic = tuple((app_id, tuple((t.id, t.state.value, t.started_at) for t in ts))
-                    for app_id, ts in sorted(by_app.items()))
-    key = (o.apps_generation, cmd, id, label, tuple(sorted(wanted)), dynamic,
-           tuple((d.id, tuple(d.affected_apps)) for d in o.deployments()),
-           _health_digest(o, by_app))
-    cache: dict[str, tuple[Any, bytes]] = request.app.state.list_cache
-    # One renderer at a time: concurrent clients asking for the same state wait for it and
-    # reuse the bytes instead of all rendering the same 10 MB at once.
-    with request.app.state.list_lock:
-        cached = cache.get("apps")
-        if cached is not None and cached[0] == key and "lasttaskfailure" not in wanted:
-            return Response(cached[1], media_type="application/json")
-        body = _render_list(o, cmd, id, selector, wanted, by_app)
-        cache["apps"] = (key, body)
+    key = (cmd, id, label, frozenset(parse_embed(embed) | {"counts", "deployments"}))
+    frags = fragments(request)
+    body = frags.cached_list(key)
+    if body is None:
+        def select(spec: AppSpec) -> bool:
+            return not ((cmd and (spec.cmd is None or cmd not in spec.cmd))
+                        or (id and id.lower() not in spec.id)
+                        or (selector and not labels_match(spec.labels, selector)))
+
+        body = await run_in_threadpool(frags.listing, key, select)
     return Response(body, media_type="application/json")
-
-
-def _health_digest(o: Orchestrator, by_app: dict[str, list[Task]]) -> tuple[Any, ...]:
-    out = []
-    for app_id, ts in sorted(by_app.items()):
-        try:
-            spec = o.app(app_id)
-        except NotFound:  # a task of a deleted app: no health to show
-            continue
-        out.append((app_id, tuple(o.is_healthy(t, spec) for t in ts)))
-    return tuple(out)
-
-
-def _render_list(o: Orchestrator, cmd: str | None, id: str | None,
-                 selector: list[tuple[str, str, set[str]]] | None, wanted: set[str],
-                 by_app: dict[str, list[Task]]) -> bytes:
-    apps = []
-    for spec in o.apps():
-        if cmd and (spec.cmd is None or cmd not in spec.cmd):
-            continue
-        if id and id.lower() not in spec.id:
-            continue
-        if selector and not labels_match(spec.labels, selector):
-            continue
-        apps.append(app_json(o, spec, wanted, by_app.get(spec.id, [])))
-    return strict_dumps({"apps": apps}).encode()
 
 
 @router.post("/v2/apps", status_code=201)
 def create_app(request: Request, body: dict[str, Any] = AppBody) -> JSONResponse:
     o = orch(request)
     spec = parse_app(body)
-    _check_overlap(o, spec.id)
+    _check_overlap(request, spec.id)
     spec = o.create_app(spec)
     return JSONResponse(
         app_json(o, spec, {"counts", "deployments", "tasks"}),
@@ -223,17 +191,22 @@ def app_versions(request: Request, app_id: str) -> dict[str, Any]:
 
 
 @router.get("/v2/apps/{app_id:path}")
-def get_app(request: Request, app_id: str,
-            embed: list[str] = Query(default=[])) -> dict[str, Any]:  # noqa: B008
-    o = orch(request)
-    spec = o.app(app_id_from_path(app_id))
-    wanted = parse_embed(embed) | {"tasks", "counts", "deployments", "lasttaskfailure"}
-    return {"app": app_json(o, spec, wanted)}
+async def get_app(request: Request, app_id: str,
+                  embed: list[str] = Query(default=[])) -> Response:  # noqa: B008
+    """From the app's cached fragment (:mod:`api.fragments`), built on a miss."""
+    aid = app_id_from_path(app_id)
+    view = frozenset(parse_embed(embed) | {"tasks", "counts", "deployments", "lasttaskfailure"})
+    frags = fragments(request)
+    body = frags.cached_app(aid, view)
+    if body is None:
+        body = await run_in_threadpool(frags.app, aid, view)
+    return Response(body, media_type="application/json")
 
 
-def _check_overlap(o: Orchestrator, app_id: str) -> None:
-    """422 at ``/id`` when ``app_id`` is, or lies inside, a path of the other kind."""
-    why = app_group_overlap(app_id, (a.id for a in o.apps()), reads(o).group_ids())
+def _check_overlap(request: Request, app_id: str) -> None:
+    """422 at ``/id`` when ``app_id`` is, or lies inside, a path of the other kind (from the
+    app path index: O(depth of the id), not O(apps))."""
+    why = fragments(request).paths.overlap(app_id, reads(orch(request)).group_ids())
     if why is not None:
         raise SpecError("Object is not valid", [("/id", [why])])
 
@@ -258,7 +231,7 @@ def put_app(request: Request, app_id: str, body: dict[str, Any] = AppBody,
     o = orch(request)
     aid = app_id_from_path(app_id)
     spec = _updated_spec(o, aid, body, qbool(partialUpdate, default=True))
-    _check_overlap(o, spec.id)
+    _check_overlap(request, spec.id)
     stored, deployment_id, created = o.update_app(spec, force=qbool(force))
     if created:
         return JSONResponse(app_json(o, stored, {"counts", "deployments", "tasks"}),

@@ -78,5 +78,11 @@ def hold_state_dir(config: ServeConfig) -> StateLock:
 
 
 def run_http(app: FastAPI, host: str, port: int) -> None:
-    """Serve ``app`` until interrupted (SIGINT/SIGTERM)."""
-    _DromosServer(uvicorn.Config(app, host=host, port=port, log_level="warning"), app).run()
+    """Serve ``app`` until interrupted (SIGINT/SIGTERM), in one process on uvloop with the
+    httptools parser (the fastest pair uvicorn has; both are dependencies). One worker
+    process: the state every read shows (definitions, tasks, health, the fragments of
+    :mod:`api.fragments`) lives in this process beside the control loop, so a second worker
+    would have nothing to serve it from (see the README's "Performance")."""
+    config = uvicorn.Config(app, host=host, port=port, log_level="warning", loop="uvloop",
+                            http="httptools", access_log=False)
+    _DromosServer(config, app).run()

@@ -101,6 +101,7 @@ class EventBus:
         self._seq = itertools.count(1)
         self._published: Counter[tuple[str, str]] = Counter()
         self._dropped = 0
+        self._listeners: list[Callable[[Event], None]] = []
 
     def publish(self, event_type: str, now: datetime, stream: str = MARATHON,
                 **payload: Any) -> Event:
@@ -109,9 +110,25 @@ class EventBus:
             self._recent.append(event)
             self._published[(stream, event_type)] += 1
             subs = list(self._subs)
+            listeners = list(self._listeners)
+        for listen in listeners:
+            listen(event)
         for s in subs:
             s.offer(event)
         return event
+
+    def add_listener(self, listen: Callable[[Event], None]) -> None:
+        """Call ``listen(event)`` on the publishing thread for every event (all streams),
+        before any subscription sees it. For in-process caches that must follow every change
+        (the API's fragments): it must be quick and must not block or publish. Not a
+        subscription (not counted in :attr:`subscriber_count`), never dropped."""
+        with self._lock:
+            self._listeners.append(listen)
+
+    def remove_listener(self, listen: Callable[[Event], None]) -> None:
+        with self._lock:
+            if listen in self._listeners:
+                self._listeners.remove(listen)
 
     def subscribe(self, streams: frozenset[str] = frozenset({MARATHON}),
                   maxsize: int = 1000,

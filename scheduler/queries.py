@@ -12,6 +12,7 @@ Every method is a read: none changes state, none starts work on a runtime's back
 
 from __future__ import annotations
 
+from contextlib import AbstractContextManager
 from datetime import datetime
 from typing import Any
 
@@ -30,6 +31,16 @@ class Queries:
 
     def __init__(self, orchestrator: Orchestrator) -> None:
         self._o = orchestrator
+
+    # ------------------------------------------------------------------ consistency
+
+    def quiescent(self) -> AbstractContextManager[Any]:
+        """A section in which no orchestrator change is half done: it holds the lock every
+        command and control-loop pass holds, so it waits for a running pass. The API builds
+        its cached fragments in one (an event is published inside the section whose write it
+        reports, so a fragment built after the event sees the write); reads of cached
+        fragments never enter one."""
+        return self._o._lock
 
     # ------------------------------------------------------------------ runtime
 

@@ -11,7 +11,8 @@ shows them and a client that PUTs the app back keeps them):
 - bridge networking: ``container.portMappings[i].servicePort`` (independent of ``hostPort``).
 
 :func:`assign` is pure; :class:`ServicePortAllocator` is the orchestrator's cached view of
-which ports the stored apps hold, so one assignment costs O(ports in the range), not O(apps).
+which ports the stored apps hold, and of the lowest port that may be free, so one assignment
+costs O(ports of the app) amortised, not O(apps).
 """
 
 from __future__ import annotations
@@ -64,7 +65,8 @@ def taken_ports(apps: Iterable[AppSpec], except_id: str | None = None) -> dict[i
 
 
 def assign(spec: AppSpec, taken: Mapping[int, str], previous: AppSpec | None,
-           port_range: PortRange = DEFAULT_SERVICE_PORT_RANGE) -> AppSpec:
+           port_range: PortRange = DEFAULT_SERVICE_PORT_RANGE,
+           start: int | None = None) -> AppSpec:
     """``spec`` with every service port chosen and written into the definition.
 
     - A non-zero port the user gave is kept; if another app holds it (``taken[port]`` is an
@@ -75,7 +77,9 @@ def assign(spec: AppSpec, taken: Mapping[int, str], previous: AppSpec | None,
     - A ``0`` is filled like Marathon does: first with ``previous``'s service ports that lie
       in ``port_range`` and that the new definition does not use explicitly (in order, so an
       app PUT again without its ports keeps them), then with the lowest free port of
-      ``port_range`` (inclusive). None left: :class:`SpecError` saying so.
+      ``port_range`` (inclusive) -- at or above ``start`` when given, which a caller passes
+      when it knows every port of the range below ``start`` is taken (so a search does not
+      walk the held ports again). None left: :class:`SpecError` saying so.
 
     For host networking the result carries ``portDefinitions`` (and drops the legacy ``ports``
     list, which said the same thing); for bridge networking, ``portMappings[i].servicePort``.
@@ -117,7 +121,7 @@ def assign(spec: AppSpec, taken: Mapping[int, str], previous: AppSpec | None,
     recycled = [p for p in (service_ports(previous) if previous is not None else [])
                 if lo <= p <= hi and p not in used and holder(p) is None]
     chosen: list[int] = []
-    candidate = lo
+    candidate = lo if start is None else max(lo, start)
     for i, port in enumerate(wanted):
         if port:
             chosen.append(port)
@@ -161,6 +165,11 @@ class ServicePortAllocator:
     index, the index is rebuilt from the store and the assignment tried once more, so a
     stale entry can waste a port until then but never cause a wrong 422.
 
+    The lowest port that may be free is kept too (ports below it are all in the index), so
+    the search for a free port starts there instead of walking every held port: with entries
+    never removed between rebuilds it only moves up, and a rebuild starts it again at the
+    range's low end.
+
     Not thread-safe: the orchestrator calls it under its lock.
     """
 
@@ -169,26 +178,42 @@ class ServicePortAllocator:
         self._list_apps = list_apps
         self.port_range = port_range
         self._index: dict[int, str] | None = None
+        self._low: tuple[PortRange, int] | None = None  # (range, lowest port maybe free)
+
+    def _rebuild(self) -> dict[int, str]:
+        self._index = taken_ports(self._list_apps())
+        self._low = None
+        return self._index
+
+    def _start(self) -> int:
+        lo = self.port_range[0]
+        if self._low is None or self._low[0] != self.port_range:
+            return lo
+        return self._low[1]
 
     def assign(self, spec: AppSpec, previous: AppSpec | None) -> AppSpec:
         """``spec`` with its service ports chosen (see :func:`assign`); ``previous`` is the
         stored definition of the same app, if any. Raises :class:`SpecError` (422)."""
-        if self._index is None:
-            self._index = taken_ports(self._list_apps())
+        index = self._index if self._index is not None else self._rebuild()
         try:
-            out = assign(spec, self._index, previous, self.port_range)
+            out = assign(spec, index, previous, self.port_range, self._start())
         except SpecError:
-            self._index = taken_ports(self._list_apps())
-            out = assign(spec, self._index, previous, self.port_range)
+            index = self._rebuild()
+            out = assign(spec, index, previous, self.port_range)
         for p in service_ports(out):
-            self._index[p] = out.id  # assign() made sure no other app holds these
+            index[p] = out.id  # assign() made sure no other app holds these
         for p in out.fixed_host_ports:
-            self._index.setdefault(p, out.id)
+            index.setdefault(p, out.id)
+        low = self._start()
+        while low in index:
+            low += 1
+        self._low = (self.port_range, low)
         return out
 
     def forget(self) -> None:
         """Drop the index (it is rebuilt from the store on the next assignment)."""
         self._index = None
+        self._low = None
 
 
 def endpoints_text(apps: Iterable[AppSpec], tasks: Iterable[Task],

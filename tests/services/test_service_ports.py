@@ -271,3 +271,25 @@ def test_port_range_flag(raw: str, expected: tuple[int, int]) -> None:
 def test_bad_port_range_flag(raw: str) -> None:
     with pytest.raises(ConfigError):
         parse_port_range(raw)
+
+
+def test_assign_searches_from_start() -> None:
+    # The allocator passes the lowest port that may be free; below it nothing is searched.
+    assert service_ports(assign(app("/a"), {}, None, R, start=10005)) == [10005]
+    assert service_ports(assign(app("/a"), {10005: "/b"}, None, R, start=10005)) == [10006]
+    assert service_ports(assign(app("/a"), {}, None, R, start=9000)) == [10000]
+
+
+def test_allocator_keeps_handing_out_the_lowest_free_port() -> None:
+    store = MemoryStore()
+    alloc = ServicePortAllocator(store.list_apps, R)
+    store.create_app(stored(alloc.assign(app("/a"), None)))  # 10000
+    store.create_app(stored(alloc.assign(app("/f", portDefinitions=[{"port": 10002}]), None)))
+    assert service_ports(alloc.assign(app("/b"), None)) == [10001]
+    assert service_ports(alloc.assign(app("/c"), None)) == [10003]  # 10002 is /f's
+    alloc.port_range = (10005, 10009)  # a new range: the search starts at its low end
+    assert service_ports(alloc.assign(app("/d"), None)) == [10005]
+    alloc.port_range = R
+    store.delete_app("/a")
+    alloc.forget()  # rebuilt from the store: /a's port is free again
+    assert service_ports(alloc.assign(app("/e"), None)) == [10000]
