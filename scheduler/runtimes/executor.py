@@ -155,9 +155,14 @@ def read_json(path: Path) -> dict[str, Any] | None:
     :func:`write_json_atomic` are always whole, so that means someone else wrote it).
     """
     try:
-        text = path.read_text(encoding="utf-8")
+        # O_NOFOLLOW: a task may own its sandbox; a link it planted is not read through.
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
     except FileNotFoundError:
         return None
+    except OSError as e:
+        raise ValueError(f"{path} cannot be read: {e.strerror}") from None
+    with os.fdopen(fd, "rb") as f:
+        text = f.read().decode("utf-8")
     data = json.loads(text)
     if not isinstance(data, dict):
         raise ValueError(f"{path} does not hold a JSON object")

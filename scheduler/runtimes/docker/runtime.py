@@ -56,7 +56,13 @@ from scheduler.runtimes.docker.records import (
 from scheduler.runtimes.executor import read_json, write_json_atomic
 from scheduler.runtimes.extra import docker_section
 from scheduler.runtimes.kills import read_kill, record_kill
-from scheduler.runtimes.output import list_files, read_combined, read_file_in, tail_lines
+from scheduler.runtimes.output import (
+    list_files,
+    read_combined,
+    read_file_in,
+    read_text_in,
+    tail_lines,
+)
 from scheduler.runtimes.ports import check_ports_disjoint
 
 log = logging.getLogger(__name__)
@@ -345,11 +351,8 @@ class DockerRuntime:
                 return raw.decode("utf-8", "replace")
             except docker.errors.NotFound:
                 pass
-        try:
-            text = (self._dir(name) / OUTPUT_FILE).read_text(encoding="utf-8", errors="replace")
-        except FileNotFoundError:
-            return ""
-        return tail_lines(text, tail)
+        text = read_text_in(self._dir(name), OUTPUT_FILE)
+        return tail_lines(text or "", tail)
 
     def container_name(self, task_id: str) -> str:
         """The name of ``task_id``'s container (see :func:`container_name`)."""

@@ -55,7 +55,13 @@ from scheduler.runtimes.kubernetes.records import (
     record_removal,
 )
 from scheduler.runtimes.kubernetes.services import ServiceKeeper
-from scheduler.runtimes.output import list_files, read_combined, read_file_in, tail_lines
+from scheduler.runtimes.output import (
+    list_files,
+    read_combined,
+    read_file_in,
+    read_text_in,
+    tail_lines,
+)
 
 log = logging.getLogger(__name__)
 
@@ -358,12 +364,8 @@ class KubernetesRuntime:
                 raise self._unavailable(f"reading the output of pod {name!r}", e) from e
         except UNREACHABLE as e:
             raise self._unavailable(f"reading the output of pod {name!r}", e) from e
-        try:
-            text = (self._records(name).directory / OUTPUT_FILE).read_text(
-                encoding="utf-8", errors="replace")
-        except FileNotFoundError:
-            return ""
-        return tail_lines(text, tail)
+        text = read_text_in(self._records(name).directory, OUTPUT_FILE)
+        return tail_lines(text or "", tail)
 
     def pod_name(self, task_id: str) -> str:
         """The name of ``task_id``'s pod (see :func:`pod_name`)."""
