@@ -16,7 +16,6 @@ from api.limits import strict_dumps
 from api.presentation import app_json, orch, qbool, reads, runtime_summary, task_json
 from scheduler import __version__
 from scheduler.model.app import AppSpec, normalize_app_id, parse_app
-from scheduler.model.group import app_group_overlap
 from scheduler.model.task import Task
 from scheduler.model.timefmt import iso
 from scheduler.model.validation import SpecError
@@ -156,7 +155,6 @@ def _render_list(o: Orchestrator, cmd: str | None, id: str | None,
 def create_app(request: Request, body: dict[str, Any] = AppBody) -> JSONResponse:
     o = orch(request)
     spec = parse_app(body)
-    _check_overlap(o, spec.id)
     spec = o.create_app(spec)
     return JSONResponse(
         app_json(o, spec, {"counts", "deployments", "tasks"}),
@@ -230,13 +228,6 @@ def get_app(request: Request, app_id: str,
     return {"app": app_json(o, spec, wanted)}
 
 
-def _check_overlap(o: Orchestrator, app_id: str) -> None:
-    """422 at ``/id`` when ``app_id`` is, or lies inside, a path of the other kind."""
-    why = app_group_overlap(app_id, (a.id for a in o.apps()), reads(o).group_ids())
-    if why is not None:
-        raise SpecError("Object is not valid", [("/id", [why])])
-
-
 def _updated_spec(o: Orchestrator, aid: str, body: dict[str, Any], partial: bool) -> AppSpec:
     """Apply a PUT/PATCH body: rollback ({"version"}), merge (default) or replace."""
     current = reads(o).stored_app(aid)
@@ -257,7 +248,6 @@ def put_app(request: Request, app_id: str, body: dict[str, Any] = AppBody,
     o = orch(request)
     aid = app_id_from_path(app_id)
     spec = _updated_spec(o, aid, body, qbool(partialUpdate, default=True))
-    _check_overlap(o, spec.id)
     stored, deployment_id, created = o.update_app(spec, force=qbool(force))
     if created:
         return JSONResponse(app_json(o, stored, {"counts", "deployments", "tasks"}),
