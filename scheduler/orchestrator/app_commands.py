@@ -16,6 +16,7 @@ from scheduler.model.timefmt import iso, parse_iso
 from scheduler.model.validation import SpecError
 from scheduler.orchestrator.core import Conflict, NotFound, meta_key
 from scheduler.orchestrator.deployments import DeploymentBook
+from scheduler.runtimes.users import user_problem
 from scheduler.store.base import AlreadyExists
 
 
@@ -32,24 +33,28 @@ class AppCommands(DeploymentBook):
 
     def create_app(self, spec: AppSpec) -> AppSpec:
         """Store a new app; the control loop starts its tasks. Raises :class:`Conflict`, and
-        :class:`SpecError` (422 at ``/id``) when its id is or lies inside a group or an app
-        (:func:`app_group_overlap`)."""
+        :class:`SpecError` (422) when its id is or lies inside a group or an app
+        (:func:`app_group_overlap`) or the runtime cannot run its ``user``."""
         return self._create_app(spec, True)[0]
 
-    def _check_ids(self, app_id: str) -> None:
+    def _check_ids(self, spec: AppSpec) -> None:
         """Marathon's rule that a path is an app or a group, checked under the lock so two
-        concurrent requests cannot both pass it."""
+        concurrent requests cannot both pass it; and a ``user`` the runtime can tell it
+        cannot run as (:mod:`scheduler.runtimes.users`)."""
         # The group index the group manager keeps (group_commands.INDEX_KEY; importing it
         # here would be circular).
         groups = self.store.get_meta("groups") or []
-        why = app_group_overlap(app_id, self._apps(), groups)
+        why = app_group_overlap(spec.id, self._apps(), groups)
         if why is not None:
             raise SpecError("Object is not valid", [("/id", [why])])
+        why = user_problem(self.runtime, spec.user)
+        if why is not None:
+            raise SpecError("Object is not valid", [("/user", [why])])
 
     def _create_app(self, spec: AppSpec, check_ids: bool) -> tuple[AppSpec, Deployment]:
         with self._lock:
             if check_ids:
-                self._check_ids(spec.id)
+                self._check_ids(spec)
             now = self.clock.now()
             spec = self.service_ports.assign(spec, None)
             stored = spec.model_copy(update={"version": self._next_version(spec.id, now)})
@@ -85,7 +90,7 @@ class AppCommands(DeploymentBook):
         """
         with self._lock:
             if check_ids:
-                self._check_ids(spec.id)
+                self._check_ids(spec)
             now = self.clock.now()
             old = self._apps().get(spec.id)
             if old is None:

@@ -64,6 +64,8 @@ class LaunchSpec:
     args: tuple[str, ...] | None = None
     image: str | None = None
     kill_grace_seconds: float = 3.0
+    # The user to run as (``None``: the runtime's default); see scheduler/runtimes/users.py.
+    user: str | None = None
     # Set for job runs (Chronos side): the job's name and the run id (== task_id).
     job_name: str | None = None
     run_id: str | None = None
@@ -115,6 +117,7 @@ def launch_spec(definition: AppSpec | JobSpec, task: Task,
         args=tuple(spec.args) if spec.args is not None else None,
         image=image,
         kill_grace_seconds=spec.kill_grace_seconds,
+        user=spec.user or None,
         extra=_app_extra(spec),
     )
 
@@ -144,7 +147,7 @@ def _job_launch_spec(job: JobSpec, task: Task, run: JobRun | None) -> LaunchSpec
         task_id=task.id, app_id=job_app_id(job.name), version="", host=task.host, ports=(),
         resources=job.resources, env=env, labels={}, cmd=cmd, args=args,
         image=job.container.image if job.container else None,
-        job_name=job.name, run_id=run_id, extra=extra,
+        job_name=job.name, run_id=run_id, extra=extra, user=job.runAsUser or None,
     )
 
 

@@ -206,6 +206,17 @@ def _exec_error(argv: list[str], exc: BaseException) -> tuple[int, str]:
     return EXIT_CANNOT_EXECUTE, f"cannot execute {what!r}: {exc}"
 
 
+def _user_args(rec: Any) -> dict[str, Any]:
+    """``Popen`` keywords that run the task as the user ``launch.json`` names (``{}``: as
+    the executor runs). Nothing changes when the executor already is that user."""
+    if rec is None:
+        return {}
+    uid, gid = int(rec["uid"]), int(rec["gid"])
+    if uid == os.geteuid() and gid == os.getegid():
+        return {}
+    return {"user": uid, "group": gid, "extra_groups": [int(g) for g in rec["groups"]]}
+
+
 def run_executor(sandbox: Path, lock_fd: int | None = None) -> int:
     """Start the task described in ``sandbox``, wait for it, record its end. Returns 0 once
     ``exit.json`` is written (also when the command could not be executed)."""
@@ -255,8 +266,18 @@ def run_executor(sandbox: Path, lock_fd: int | None = None) -> int:
         if not argv:
             raise ValueError("argv is empty")
         task_env = {str(k): str(v) for k, v in env.items()}
+        user = _user_args(launch.get("user"))
     except (OSError, ValueError, KeyError, TypeError) as e:
         return record_failure(EXIT_CANNOT_EXECUTE, f"bad sandbox {sandbox}: {e}")
+    if user:
+        try:
+            # The task's working directory is its own, as on a Mesos agent; the records
+            # the executor writes later are renamed in by root, whoever owns the directory.
+            os.chown(sandbox, user["user"], user["group"])
+        except OSError as e:
+            return record_failure(EXIT_CANNOT_EXECUTE,
+                                  f"cannot run as user {launch['user'].get('name')!r}: "
+                                  f"cannot hand it the sandbox: {e.strerror}")
 
     flags = os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC
     out_fd = os.open(sandbox / STDOUT_FILE, flags, 0o644)
@@ -270,7 +291,15 @@ def run_executor(sandbox: Path, lock_fd: int | None = None) -> int:
             stdout=out_fd,
             stderr=err_fd,
             process_group=0,  # the task leads its own group: the unit the runtime signals
+            # setgroups, setgid, setuid in the child, in that order, before exec.
+            **user,
         )
+    except PermissionError as e:
+        if not user:
+            return record_failure(*_exec_error(argv, e))
+        return record_failure(EXIT_CANNOT_EXECUTE,
+                              f"cannot run as user {launch['user'].get('name')!r} "
+                              f"(uid {user['user']}): {e.strerror}")
     except (OSError, ValueError, subprocess.SubprocessError) as e:
         return record_failure(*_exec_error(argv, e))
     finally:

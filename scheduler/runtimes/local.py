@@ -74,6 +74,7 @@ from scheduler.runtimes.executor import (
 from scheduler.runtimes.kills import read_kill, record_kill
 from scheduler.runtimes.output import list_files, read_file_in, read_stream_files
 from scheduler.runtimes.ports import check_ports_disjoint
+from scheduler.runtimes.users import local_launch_user, local_user_problem
 
 log = logging.getLogger(__name__)
 
@@ -255,6 +256,10 @@ class LocalRuntime:
         """Every task runs on this machine, whatever node it was placed on."""
         return "127.0.0.1"
 
+    def user_problem(self, user: str) -> str | None:
+        """Why tasks cannot run as ``user`` here (:mod:`scheduler.runtimes.users`)."""
+        return local_user_problem(user)
+
     def sandbox(self, task_id: str) -> Path:
         """The task's sandbox directory (which may not exist). Raises ``ValueError`` for an
         id that is not a safe path component."""
@@ -279,18 +284,18 @@ class LocalRuntime:
             )
         argv = _argv(spec)
         sandbox = self.sandbox(spec.task_id)
-        env = _task_environment(spec, sandbox)
+        user = local_launch_user(spec.user)
+        env = _task_environment(spec, sandbox, user)
         reap_executors()
         try:
-            return self._launch_in(sandbox, spec.task_id, argv, env)
+            return self._launch_in(sandbox, spec.task_id, {"argv": argv, "user": user}, env)
         except OSError as e:  # a full or read-only disk: this backend cannot run tasks now
             raise RuntimeUnavailable(
                 f"cannot launch task {spec.task_id!r} in {sandbox}: {e}"
             ) from e
 
-    def _launch_in(
-        self, sandbox: Path, task_id: str, argv: list[str], env: Mapping[str, str]
-    ) -> dict[str, Any]:
+    def _launch_in(self, sandbox: Path, task_id: str, launch: Mapping[str, Any],
+                   env: Mapping[str, str]) -> dict[str, Any]:
         sandbox.mkdir(mode=0o700, exist_ok=True)
         lock_fd = os.open(sandbox / LOCK_FILE, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
         try:
@@ -302,7 +307,7 @@ class LocalRuntime:
             for stale in (EXIT_FILE, KILL_FILE):
                 (sandbox / stale).unlink(missing_ok=True)
             write_json_atomic(sandbox / ENV_FILE, env, mode=0o600)
-            write_json_atomic(sandbox / LAUNCH_FILE, {"argv": argv})
+            write_json_atomic(sandbox / LAUNCH_FILE, launch)
             proc, start_time = _start_executor(sandbox, lock_fd)
             # Still holding our reference to the lock, so a concurrent launch waits until the
             # executor has either recorded the start or been declared failed below.
@@ -566,9 +571,13 @@ def _inherited_env() -> dict[str, str]:
     return env
 
 
-def _task_environment(spec: LaunchSpec, sandbox: Path) -> dict[str, str]:
-    """Dromos's basic variables, MESOS_SANDBOX, then the LaunchSpec's env (which wins)."""
+def _task_environment(spec: LaunchSpec, sandbox: Path,
+                      user: Mapping[str, Any] | None) -> dict[str, str]:
+    """Dromos's basic variables (the task's user's USER, LOGNAME and HOME when it runs as
+    another), MESOS_SANDBOX, then the LaunchSpec's env (which wins)."""
     env = _inherited_env()
+    if user is not None:
+        env.update(USER=str(user["name"]), LOGNAME=str(user["name"]), HOME=str(user["home"]))
     env["MESOS_SANDBOX"] = str(sandbox)
     for k, v in spec.env.items():
         if not k or "=" in k or "\0" in k or "\0" in str(v):

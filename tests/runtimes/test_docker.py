@@ -648,3 +648,13 @@ def test_dromos_serve_on_docker_runs_health_checks_and_adopts_after_kill_9(
             "adopted, not replaced")
     finally:
         server.stop()
+
+
+def test_a_container_runs_as_the_apps_user(factory: RuntimeFactory, rt: DockerRuntime) -> None:
+    """Issue 11, defect 6: ``user`` was ignored (the container ran as root)."""
+    app = container_app(user="nobody", cmd="id -u; id -un")
+    task = launch(rt, app, make_task(app))
+    assert inspect(task)["Config"]["User"] == "nobody"
+    assert wait_for_state(rt, task, TaskState.FINISHED, TaskState.FAILED).state is \
+        TaskState.FINISHED
+    assert wait_for_output(factory, task, "nobody").split() == ["65534", "nobody"]

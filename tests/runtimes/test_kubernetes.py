@@ -34,6 +34,7 @@ from scheduler.runtimes.kubernetes import (
     pod_name,
     service_name,
 )
+from scheduler.runtimes.kubernetes.names import DEFAULT_RUN_AS_USER
 from tests.runtimes.conftest import (
     BACKENDS,
     RuntimeFactory,
@@ -644,3 +645,19 @@ def test_kubectl_shows_what_the_runtime_runs(
          "dromos.io/app=ops_cron-cleaner", "-o", "wide", "--no-headers"],
         capture_output=True, text=True, check=True).stdout
     assert pod_name(task.id) in out and "Running" in out and NODE in out
+
+
+def test_a_numeric_user_is_the_pods_run_as_user_and_names_or_root_are_refused() -> None:
+    """Issue 11, defect 6: ``user`` was ignored. A pod's user is a number, never root."""
+    app = make_app(user="1234")
+    pod = build_pod(launch_spec(app, make_task(app)), namespace="n", node_name="x", image="i")
+    assert pod["spec"]["securityContext"]["runAsUser"] == 1234
+    default = build_pod(launch_spec(make_app(), make_task(make_app())), namespace="n",
+                        node_name="x", image="i")
+    assert default["spec"]["securityContext"]["runAsUser"] == DEFAULT_RUN_AS_USER
+    for user, why in [("nobody", "numeric uid"), ("0", "non-root")]:
+        app = make_app(user=user)
+        with pytest.raises(ValueError, match=why):
+            build_pod(launch_spec(app, make_task(app)), namespace="n", node_name="x", image="i")
+        rt = object.__new__(KubernetesRuntime)  # user_problem reads no state
+        assert why in (rt.user_problem(user) or "")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import pwd
 import signal
 import socket
 import subprocess
@@ -467,3 +468,32 @@ def test_nodes_sharing_ports_are_rejected(tmp_path: Path, nodes: list[Node], sha
     with pytest.raises(ValueError, match="must not overlap") as err:
         LocalRuntime(tmp_path, nodes)
     assert f"share {shared}:" in str(err.value)
+
+
+# --- the task's user (issue 11, defect 6) ----------------------------------------------------
+
+
+def _require_root() -> None:
+    if os.geteuid() != 0:
+        pytest.skip("switching users needs Dromos to run as root")
+
+
+def test_a_task_runs_as_its_user_and_owns_its_sandbox(rt: LocalRuntime) -> None:
+    _require_root()
+    nobody = pwd.getpwnam("nobody")
+    app = make_app(user="nobody", cmd='id -u; id -g; echo "$USER"; echo hi > own-file')
+    task = launch(rt, app, make_task(app))
+    obs = wait_for_state(rt, task, TaskState.FINISHED, TaskState.FAILED)
+    assert obs.state is TaskState.FINISHED, obs.message
+    sandbox = sandbox_of(rt, task)
+    assert (sandbox / "stdout").read_text().split() == [str(nobody.pw_uid),
+                                                        str(nobody.pw_gid), "nobody"]
+    assert (sandbox / "own-file").stat().st_uid == nobody.pw_uid
+
+
+def test_a_user_this_machine_does_not_know_is_refused(rt: LocalRuntime) -> None:
+    assert rt.user_problem("dromos-no-such-user") == \
+        "there is no user 'dromos-no-such-user' on this machine"
+    app = make_app(user="dromos-no-such-user")
+    with pytest.raises(ValueError, match="no user 'dromos-no-such-user'"):
+        rt.launch(launch_spec(app, make_task(app)))

@@ -22,8 +22,8 @@ from scheduler.clock import FakeClock
 from scheduler.config import Credentials
 from scheduler.events import DROMOS, EventBus
 from scheduler.model.job import parse_job
-from scheduler.orchestrator import Orchestrator
 from scheduler.model.task import Task, TaskState
+from scheduler.orchestrator import Orchestrator
 from scheduler.runtimes.local import LocalRuntime
 from scheduler.store.memory import MemoryStore
 from tests.factories import make_node

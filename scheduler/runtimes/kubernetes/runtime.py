@@ -62,6 +62,7 @@ from scheduler.runtimes.output import (
     read_text_in,
     tail_lines,
 )
+from scheduler.runtimes.users import kubernetes_uid
 
 log = logging.getLogger(__name__)
 
@@ -150,6 +151,15 @@ class KubernetesRuntime:
         with self._lock:
             self._host_to_node = mapping
         return out
+
+    def user_problem(self, user: str) -> str | None:
+        """Why pods cannot run as ``user``: not a number, or root
+        (:func:`~scheduler.runtimes.users.kubernetes_uid`)."""
+        try:
+            kubernetes_uid(user)
+        except ValueError as e:
+            return str(e)
+        return None
 
     def probe_host(self, task: Task) -> str:
         """The pod's IP when known (health checks reach the task there from inside the
