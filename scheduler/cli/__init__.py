@@ -58,6 +58,8 @@ def _serve(args: argparse.Namespace) -> int:
             # The runtime reads its namespace from the environment (as in-cluster, where the
             # Deployment sets it from the pod's own namespace); ServeConfig stays generic.
             os.environ["DROMOS_KUBE_NAMESPACE"] = args.kube_namespace
+        if args.create_namespace:
+            os.environ["DROMOS_KUBE_CREATE_NAMESPACE"] = "1"
         config = ServeConfig(
             host=args.host,
             port=args.port,
@@ -110,6 +112,9 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--kube-namespace",
                        help="kubernetes runtime: the namespace of Dromos's pods (default "
                             "$DROMOS_KUBE_NAMESPACE, else dromos)")
+    serve.add_argument("--create-namespace", action="store_true",
+                       help="kubernetes runtime: create the namespace when it does not exist "
+                            "(default: refuse to start, saying so)")
     serve.add_argument("--nodes", help="JSON or YAML list of nodes (default: this machine)")
     serve.add_argument("--auth-token", help="require 'Authorization: token=<t>' (or Bearer)")
     serve.add_argument("--basic-auth", help="require HTTP Basic user:password")

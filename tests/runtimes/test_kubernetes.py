@@ -10,8 +10,11 @@ Services and readiness, deterministic names, the node inventory, the watch's rel
 
 from __future__ import annotations
 
+import hashlib
 import json
+import os
 import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -21,6 +24,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from scheduler.cli import build_parser
 from scheduler.model.app import AppSpec
 from scheduler.model.task import Task, TaskState
 from scheduler.runtimes.base import LaunchSpec, Runtime, RuntimeUnavailable, launch_spec
@@ -661,3 +665,31 @@ def test_a_numeric_user_is_the_pods_run_as_user_and_names_or_root_are_refused() 
             build_pod(launch_spec(app, make_task(app)), namespace="n", node_name="x", image="i")
         rt = object.__new__(KubernetesRuntime)  # user_problem reads no state
         assert why in (rt.user_problem(user) or "")
+
+
+def test_a_missing_namespace_stops_the_start_with_a_clear_message_or_is_created(
+        kube: str, tmp_path: Path) -> None:
+    """Issue 11, defect 8: a missing namespace showed as "runtime unavailable" twice a
+    second. ``dromos serve`` now refuses to start, saying what to do, unless
+    ``--create-namespace``."""
+    namespace = "dromos-missing-" + hashlib.sha256(str(tmp_path).encode()).hexdigest()[:10]
+    env = {k: v for k, v in os.environ.items() if not k.startswith("DROMOS_KUBE")}
+    env["KUBECONFIG"] = kube
+    done = subprocess.run(
+        [sys.executable, "-m", "scheduler.cli", "serve", "--runtime", "kubernetes",
+         "--kube-namespace", namespace, "--state-dir", str(tmp_path / "state"), "--port", "0"],
+        env=env, capture_output=True, text=True, timeout=60, check=False)
+    assert done.returncode == 2, done.stderr
+    assert f"the kubernetes namespace '{namespace}' does not exist" in done.stderr
+    assert "--create-namespace" in done.stderr
+    assert build_parser().parse_args(["serve", "--create-namespace"]).create_namespace
+    rt = KubernetesRuntime(tmp_path / "state", namespace=namespace,
+                           configuration=load_client_configuration(kube))
+    try:
+        assert rt.check_namespace(create=True) == "created"
+        made = core_api().read_namespace(namespace)
+        assert made.metadata.labels["pod-security.kubernetes.io/enforce"] == "restricted"
+        assert rt.check_namespace() == "present"
+    finally:
+        rt.close()
+        core_api().delete_namespace(namespace)

@@ -73,6 +73,10 @@ DEFAULT_KEEP_ENDED_SECONDS = 3600.0
 _CLI_ENV = ("PATH", "HOME", "KUBECONFIG", "KUBERNETES_SERVICE_HOST", "KUBERNETES_SERVICE_PORT")
 
 
+class NamespaceMissing(Exception):
+    """The runtime's namespace does not exist (and was not to be created)."""
+
+
 class KubernetesRuntime:
     """Runs each task as one Pod in ``namespace`` of the cluster the client configuration
     points at (package docstring).
@@ -151,6 +155,36 @@ class KubernetesRuntime:
         with self._lock:
             self._host_to_node = mapping
         return out
+
+    def check_namespace(self, create: bool = False) -> str:
+        """Make sure the namespace exists, once at start: a missing one would otherwise show
+        only as "runtime unavailable" on every pass. Returns ``"present"``, ``"created"``
+        (``create`` and it was missing: made with Pod Security ``restricted`` enforced), or
+        ``"unknown"`` (the API server does not answer, or Dromos may not read namespaces --
+        a Role limited to its namespace -- so the start goes on and the loop reports).
+        Raises :class:`NamespaceMissing` when it is missing and ``create`` is false."""
+        try:
+            core = self._api()
+            core.read_namespace(self.namespace)
+            return "present"
+        except (RuntimeUnavailable, *UNREACHABLE):
+            return "unknown"
+        except ApiException as e:
+            if e.status != 404:
+                return "unknown"
+        if not create:
+            raise NamespaceMissing(
+                f"the kubernetes namespace {self.namespace!r} does not exist: create it "
+                f"(kubectl create namespace {self.namespace}), choose another with "
+                "--kube-namespace, or start with --create-namespace")
+        try:
+            core.create_namespace({"metadata": {"name": self.namespace, "labels": {
+                "pod-security.kubernetes.io/enforce": "restricted"}}})
+        except ApiException as e:
+            if e.status != 409:  # 409: someone created it meanwhile
+                raise NamespaceMissing(f"cannot create the kubernetes namespace "
+                                       f"{self.namespace!r}: {status_message(e)}") from None
+        return "created"
 
     def user_problem(self, user: str) -> str | None:
         """Why pods cannot run as ``user``: not a number, or root
