@@ -171,7 +171,9 @@ class Observation:
     ``state`` is RUNNING while the task's process/container is alive, and a terminal state
     once it is gone: FINISHED (exit 0), FAILED (non-zero, or never started), KILLED (it was
     killed through :meth:`Runtime.kill`), LOST (the runtime has no trace of it at all).
-    ``exit_code`` is ``None`` while running or when unknowable.
+    ``exit_code`` is ``None`` while running or when unknowable. ``ports_taken``: host
+    ports the task could not have because a process Dromos does not own holds them (the
+    task then is FAILED without having run); placement avoids them on that node for a while.
     """
 
     task_id: str
@@ -180,6 +182,7 @@ class Observation:
     message: str = ""
     handle: Mapping[str, Any] = field(default_factory=dict)
     started_at: datetime | None = None
+    ports_taken: tuple[int, ...] = ()
 
 
 @dataclass(frozen=True)

@@ -73,7 +73,7 @@ from scheduler.runtimes.executor import (
 )
 from scheduler.runtimes.kills import read_kill, record_kill
 from scheduler.runtimes.output import list_files, read_file_in, read_stream_files
-from scheduler.runtimes.ports import check_ports_disjoint
+from scheduler.runtimes.ports import check_ports_disjoint, refuse_taken_ports
 from scheduler.runtimes.users import local_launch_user, local_user_problem
 
 log = logging.getLogger(__name__)
@@ -288,7 +288,9 @@ class LocalRuntime:
         env = _task_environment(spec, sandbox, user)
         reap_executors()
         try:
-            return self._launch_in(sandbox, spec.task_id, {"argv": argv, "user": user}, env)
+            return self._launch_in(sandbox, spec.task_id, {
+                "argv": argv, "user": user, "app_id": spec.app_id, "ports": list(spec.ports)},
+                env)
         except OSError as e:  # a full or read-only disk: this backend cannot run tasks now
             raise RuntimeUnavailable(
                 f"cannot launch task {spec.task_id!r} in {sandbox}: {e}"
@@ -306,6 +308,8 @@ class LocalRuntime:
             # Leftovers of a launch that never got as far as starting the task.
             for stale in (EXIT_FILE, KILL_FILE):
                 (sandbox / stale).unlink(missing_ok=True)
+            if (refused := refuse_taken_ports(sandbox, launch["ports"])) is not None:
+                return refused
             write_json_atomic(sandbox / ENV_FILE, env, mode=0o600)
             write_json_atomic(sandbox / LAUNCH_FILE, launch)
             proc, start_time = _start_executor(sandbox, lock_fd)
@@ -490,8 +494,10 @@ class LocalRuntime:
         )
         started_at = _started_at(ident)
 
+        taken = tuple(exit_rec.get("ports_taken") or ()) if exit_rec is not None else ()
+
         def obs(state: TaskState, exit_code: int | None = None, message: str = "") -> Observation:
-            return Observation(task.id, state, exit_code, message, handle, started_at)
+            return Observation(task.id, state, exit_code, message, handle, started_at, taken)
 
         if ident is None and exit_rec is None:
             where = sandbox if sandbox is not None else "(invalid task id)"
