@@ -3,6 +3,7 @@ docstring for the whole design)."""
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import shutil
@@ -63,7 +64,7 @@ from scheduler.runtimes.output import (
     read_text_in,
     tail_lines,
 )
-from scheduler.runtimes.ports import check_ports_disjoint
+from scheduler.runtimes.ports import check_ports_disjoint, ports_in_message
 
 log = logging.getLogger(__name__)
 
@@ -415,13 +416,19 @@ class DockerRuntime:
             return handle(container_id, name)  # removed by someone meanwhile: LOST
         except docker.errors.APIError as e:
             # Like a command that cannot be executed on the local runtime: the task failed,
-            # the launch did not. Record why, so observe reports it.
+            # the launch did not. Record why (and which host ports others hold, so placement
+            # avoids them), so observe reports it; and remove the container, which would
+            # otherwise stay "created" for good, one more at each retry.
+            why = explain(e)
             write_exit(self._dir(name), {
                 "state": TaskState.FAILED.value,
                 "exit_code": None,
-                "message": f"docker could not start the container: {explain(e)}",
+                "message": f"docker could not start the container: {why}",
                 "finished_at": iso(datetime.now(UTC)),
+                "ports_taken": list(ports_in_message(why)),
             })
+            with contextlib.suppress(docker.errors.APIError):
+                api.remove_container(container_id, force=True)
             return handle(container_id, name)
         attrs = inspect(api, container_id)
         started = parse_time((attrs or {}).get("State", {}).get("StartedAt"))
