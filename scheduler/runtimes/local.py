@@ -31,9 +31,7 @@ from __future__ import annotations
 import fcntl
 import logging
 import os
-import shutil
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -46,7 +44,6 @@ from typing import Any
 
 import scheduler
 from scheduler.model.node import Node
-from scheduler.model.resources import PortRange, Resources
 from scheduler.model.task import Task, TaskState
 from scheduler.runtimes.base import (
     LaunchSpec,
@@ -72,14 +69,13 @@ from scheduler.runtimes.executor import (
     write_json_atomic,
 )
 from scheduler.runtimes.kills import read_kill, record_kill
+from scheduler.runtimes.local_nodes import default_node
 from scheduler.runtimes.output import list_files, read_file_in, read_stream_files
 from scheduler.runtimes.ports import check_ports_disjoint, refuse_taken_ports
+from scheduler.runtimes.sandbox_gc import SandboxCollector, SandboxGcPolicy
 from scheduler.runtimes.users import local_launch_user, local_user_problem
 
 log = logging.getLogger(__name__)
-
-DEFAULT_PORTS: tuple[PortRange, ...] = ((31000, 32000),)
-"""The port range of the default node (Mesos agents offer 31000-32000 by default)."""
 
 LAUNCH_TIMEOUT_SECONDS = 30.0
 """How long :meth:`LocalRuntime.launch` waits for the executor to report the task started.
@@ -110,32 +106,6 @@ def reap_executors() -> None:
         for pid, proc in list(_children.items()):
             if proc.poll() is not None:
                 del _children[pid]
-
-
-# --- nodes -----------------------------------------------------------------------------------
-
-
-def _mem_total_mib(meminfo: Path = Path("/proc/meminfo")) -> float:
-    for line in meminfo.read_text(encoding="ascii").splitlines():
-        if line.startswith("MemTotal:"):
-            kib = int(line.split()[1])
-            return float(kib // 1024)
-    raise RuntimeError(f"no MemTotal line in {meminfo}")
-
-
-def default_node(state_dir: Path) -> Node:
-    """The node describing this machine: its hostname, ``os.cpu_count()`` cpus, MemTotal
-    from ``/proc/meminfo`` and the free disk of ``state_dir`` (both in MiB), Mesos's default
-    ports 31000-32000, no attributes."""
-    return Node(
-        hostname=socket.gethostname(),
-        resources=Resources(
-            cpus=float(os.cpu_count() or 1),
-            mem=_mem_total_mib(),
-            disk=float(shutil.disk_usage(state_dir).free // (1024 * 1024)),
-        ),
-        ports=DEFAULT_PORTS,
-    )
 
 
 # --- task identity ---------------------------------------------------------------------------
@@ -229,15 +199,19 @@ class LocalRuntime:
 
     ``nodes``: the accounting domains tasks are placed on; ``None`` or empty means one node
     describing this machine (:func:`default_node`). Raises ``ValueError`` when two nodes'
-    port ranges overlap. Safe to use from several threads.
+    port ranges overlap. ``gc``: when ended tasks' sandboxes are removed
+    (:mod:`scheduler.runtimes.sandbox_gc`). Safe to use from several threads.
     """
 
     name = "local"
 
-    def __init__(self, state_dir: Path, nodes: Sequence[Node] | None = None) -> None:
+    def __init__(self, state_dir: Path, nodes: Sequence[Node] | None = None,
+                 gc: SandboxGcPolicy | None = None) -> None:
         self.state_dir = Path(state_dir).absolute()
         self.tasks_dir = self.state_dir / "tasks"
         self.tasks_dir.mkdir(parents=True, exist_ok=True)
+        # Ended tasks' sandboxes go after a while (run from observe, at most every 30 s).
+        self.sandbox_gc = SandboxCollector(self.tasks_dir, gc or SandboxGcPolicy())
         if nodes:
             check_ports_disjoint(nodes, "local")
             self._nodes = list(nodes)
@@ -355,6 +329,7 @@ class LocalRuntime:
         ``message``, rather than guessing a terminal state.
         """
         reap_executors()
+        self.sandbox_gc.maybe_run()
         out: list[Observation] = []
         for task in tasks:
             try:

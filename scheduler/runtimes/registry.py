@@ -63,8 +63,10 @@ def create(name: str, config: ServeConfig) -> Runtime:
 
 def _local(config: ServeConfig) -> Runtime:
     from scheduler.runtimes.local import LocalRuntime
+    from scheduler.runtimes.sandbox_gc import SandboxGcPolicy
 
-    return LocalRuntime(config.state_dir, list(config.nodes) if config.nodes else None)
+    gc = SandboxGcPolicy(config.sandbox_gc_delay, config.sandbox_keep)
+    return LocalRuntime(config.state_dir, list(config.nodes) if config.nodes else None, gc)
 
 
 def _docker(config: ServeConfig) -> Runtime:
