@@ -135,7 +135,12 @@ def write_json_atomic(path: Path, data: Mapping[str, Any], mode: int = 0o644) ->
     """Write ``data`` as JSON to ``path`` so readers see the old file or the new one, never a
     part: write a temporary file in the same directory, fsync it, rename it over ``path``."""
     tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, mode)
+    # A task running as another user owns its sandbox and could plant a link at this name:
+    # remove whatever is there and create the file anew (O_EXCL never follows a link).
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(tmp)
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
+                 mode)
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as f:
             json.dump(dict(data), f)

@@ -70,7 +70,7 @@ from scheduler.runtimes.executor import (
 )
 from scheduler.runtimes.kills import read_kill, record_kill
 from scheduler.runtimes.local_nodes import default_node
-from scheduler.runtimes.output import list_files, read_file_in, read_stream_files
+from scheduler.runtimes.output import list_files, open_in, read_file_in, read_stream_files
 from scheduler.runtimes.ports import check_ports_disjoint, refuse_taken_ports
 from scheduler.runtimes.sandbox_gc import SandboxCollector, SandboxGcPolicy
 from scheduler.runtimes.users import local_launch_user, local_user_problem
@@ -674,9 +674,9 @@ def _describe_exit(rec: Mapping[str, Any]) -> tuple[int | None, str]:
 
 def _tail(path: Path, limit: int = 2000) -> str:
     try:
-        with open(path, "rb") as f:
+        with open_in(path.parent, path.name) as f:  # never through a link
             f.seek(0, os.SEEK_END)
             f.seek(max(0, f.tell() - limit))
             return f.read().decode("utf-8", "replace").strip()
-    except OSError:
+    except (OSError, LookupError):
         return ""

@@ -22,7 +22,12 @@ from scheduler.model.node import Node
 from scheduler.model.resources import Resources
 from scheduler.model.task import Task, TaskState
 from scheduler.runtimes.base import LaunchSpec, launch_spec
-from scheduler.runtimes.executor import process_alive, read_proc_stat
+from scheduler.runtimes.executor import (
+    process_alive,
+    read_json,
+    read_proc_stat,
+    write_json_atomic,
+)
 from scheduler.runtimes.local import LocalRuntime, validate_task_id
 from tests.runtimes.conftest import (
     BACKENDS,
@@ -497,3 +502,23 @@ def test_a_user_this_machine_does_not_know_is_refused(rt: LocalRuntime) -> None:
     app = make_app(user="dromos-no-such-user")
     with pytest.raises(ValueError, match="no user 'dromos-no-such-user'"):
         rt.launch(launch_spec(app, make_task(app)))
+
+
+
+def test_records_are_never_written_through_a_link_planted_in_the_sandbox(
+        tmp_path: Path) -> None:
+    """A task running as another user owns its sandbox: a link it plants at the temporary
+    name the executor writes a record under must not be followed (root would overwrite
+    whatever it points to)."""
+    victim = tmp_path / "victim"
+    victim.write_text("untouched\n")
+    sandbox = tmp_path / "sandbox"
+    sandbox.mkdir()
+    planted = sandbox / f".exit.json.{os.getpid()}.{threading.get_ident()}.tmp"
+    os.symlink(victim, planted)
+    write_json_atomic(sandbox / "exit.json", {"exit_code": 0})
+    assert victim.read_text() == "untouched\n"
+    assert json.loads((sandbox / "exit.json").read_text()) == {"exit_code": 0}
+    os.symlink(victim, sandbox / "kill.json")
+    with pytest.raises(ValueError, match="cannot be read"):
+        read_json(sandbox / "kill.json")
