@@ -693,3 +693,12 @@ def test_a_missing_namespace_stops_the_start_with_a_clear_message_or_is_created(
     finally:
         rt.close()
         core_api().delete_namespace(namespace)
+
+
+def test_a_pod_of_an_app_with_a_numeric_user_is_admitted_and_runs_as_it(
+        factory: RuntimeFactory, rt: KubernetesRuntime) -> None:
+    app = make_app(user="4321")
+    task = klaunch(rt, app, make_task(app))
+    pod = core_api().read_namespaced_pod(pod_name(task.id), ns_of(factory))
+    assert pod.spec.security_context.run_as_user == 4321
+    assert pod.spec.security_context.run_as_non_root is True
