@@ -125,7 +125,6 @@ async def list_apps(request: Request, cmd: str | None = None, id: str | None = N
 def create_app(request: Request, body: dict[str, Any] = AppBody) -> JSONResponse:
     o = orch(request)
     spec = parse_app(body)
-    _check_overlap(request, spec.id)
     spec = o.create_app(spec)
     return JSONResponse(
         app_json(o, spec, {"counts", "deployments", "tasks"}),
@@ -203,14 +202,6 @@ async def get_app(request: Request, app_id: str,
     return Response(body, media_type="application/json")
 
 
-def _check_overlap(request: Request, app_id: str) -> None:
-    """422 at ``/id`` when ``app_id`` is, or lies inside, a path of the other kind (from the
-    app path index: O(depth of the id), not O(apps))."""
-    why = fragments(request).paths.overlap(app_id, reads(orch(request)).group_ids())
-    if why is not None:
-        raise SpecError("Object is not valid", [("/id", [why])])
-
-
 def _updated_spec(o: Orchestrator, aid: str, body: dict[str, Any], partial: bool) -> AppSpec:
     """Apply a PUT/PATCH body: rollback ({"version"}), merge (default) or replace."""
     current = reads(o).stored_app(aid)
@@ -231,7 +222,6 @@ def put_app(request: Request, app_id: str, body: dict[str, Any] = AppBody,
     o = orch(request)
     aid = app_id_from_path(app_id)
     spec = _updated_spec(o, aid, body, qbool(partialUpdate, default=True))
-    _check_overlap(request, spec.id)
     stored, deployment_id, created = o.update_app(spec, force=qbool(force))
     if created:
         return JSONResponse(app_json(o, stored, {"counts", "deployments", "tasks"}),

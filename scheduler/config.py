@@ -50,6 +50,10 @@ class ServeConfig:
     standby: bool = False
     # How feasible nodes are ranked: "binpack" (default), "balanced" or "spread".
     placement: str = "binpack"
+    # Local runtime: ended tasks' sandboxes go this long after the end, and beyond the most
+    # recent N per app (scheduler/runtimes/sandbox_gc.py).
+    sandbox_gc_delay: float = 3600.0
+    sandbox_keep: int = 5
     # Where state lives: "sqlite" (the state dir) or "kubernetes" (dromos.io objects; several
     # replicas elect a leader on a Lease). The address other replicas forward writes to.
     store: str = "sqlite"

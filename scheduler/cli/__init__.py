@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import math
 import os
 import sys
 import time
@@ -58,6 +59,8 @@ def _serve(args: argparse.Namespace) -> int:
             # The runtime reads its namespace from the environment (as in-cluster, where the
             # Deployment sets it from the pod's own namespace); ServeConfig stays generic.
             os.environ["DROMOS_KUBE_NAMESPACE"] = args.kube_namespace
+        if args.create_namespace:
+            os.environ["DROMOS_KUBE_CREATE_NAMESPACE"] = "1"
         config = ServeConfig(
             host=args.host,
             port=args.port,
@@ -70,6 +73,8 @@ def _serve(args: argparse.Namespace) -> int:
             max_body_bytes=parse_body_limit(args.max_body_bytes),
             standby=args.standby,
             placement=args.placement,
+            sandbox_gc_delay=args.sandbox_gc_delay,
+            sandbox_keep=args.sandbox_keep,
             store=args.store or default_store(args.runtime),
             advertise=args.advertise,
             lease_seconds=args.lease_duration,
@@ -101,6 +106,20 @@ def _serve(args: argparse.Namespace) -> int:
         return 2
 
 
+def _non_negative_float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value) or value < 0:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a finite number >= 0")
+    return value
+
+
+def _non_negative_int(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"{text!r} is negative")
+    return value
+
+
 def default_store(runtime: str) -> str:
     """Kubernetes when Dromos runs in a cluster with the Kubernetes runtime, else SQLite."""
     in_cluster = bool(os.environ.get("KUBERNETES_SERVICE_HOST"))
@@ -121,6 +140,16 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--kube-namespace",
                        help="kubernetes runtime: the namespace of Dromos's pods (default "
                             "$DROMOS_KUBE_NAMESPACE, else dromos)")
+    serve.add_argument("--create-namespace", action="store_true",
+                       help="kubernetes runtime: create the namespace when it does not exist "
+                            "(default: refuse to start, saying so)")
+    serve.add_argument("--sandbox-gc-delay", type=_non_negative_float, default=3600.0,
+                       metavar="SECONDS",
+                       help="local runtime: remove an ended task's sandbox this long after "
+                            "it ended (default 3600)")
+    serve.add_argument("--sandbox-keep", type=_non_negative_int, default=5, metavar="N",
+                       help="local runtime: keep at most the N most recent ended tasks' "
+                            "sandboxes per app (default 5)")
     serve.add_argument("--nodes", help="JSON or YAML list of nodes (default: this machine)")
     serve.add_argument("--auth-token", help="require 'Authorization: token=<t>' (or Bearer)")
     serve.add_argument("--basic-auth", help="require HTTP Basic user:password")

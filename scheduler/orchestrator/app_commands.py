@@ -10,10 +10,13 @@ from typing import Any
 
 from scheduler.model.app import AppSpec
 from scheduler.model.deployment import Deployment
+from scheduler.model.group import app_group_overlap
 from scheduler.model.task import Task
 from scheduler.model.timefmt import iso, parse_iso
+from scheduler.model.validation import SpecError
 from scheduler.orchestrator.core import Conflict, NotFound, meta_key
 from scheduler.orchestrator.deployments import DeploymentBook
+from scheduler.runtimes.users import user_problem
 from scheduler.store.base import AlreadyExists
 
 
@@ -29,11 +32,29 @@ class AppCommands(DeploymentBook):
         return version
 
     def create_app(self, spec: AppSpec) -> AppSpec:
-        """Store a new app; the control loop starts its tasks. Raises :class:`Conflict`."""
-        return self._create_app(spec)[0]
+        """Store a new app; the control loop starts its tasks. Raises :class:`Conflict`, and
+        :class:`SpecError` (422) when its id is or lies inside a group or an app
+        (:func:`app_group_overlap`) or the runtime cannot run its ``user``."""
+        return self._create_app(spec, True)[0]
 
-    def _create_app(self, spec: AppSpec) -> tuple[AppSpec, Deployment]:
+    def _check_ids(self, spec: AppSpec) -> None:
+        """Marathon's rule that a path is an app or a group, checked under the lock so two
+        concurrent requests cannot both pass it; and a ``user`` the runtime can tell it
+        cannot run as (:mod:`scheduler.runtimes.users`)."""
+        # The group index the group manager keeps (group_commands.INDEX_KEY; importing it
+        # here would be circular).
+        groups = self.store.get_meta("groups") or []
+        why = app_group_overlap(spec.id, self._apps(), groups)
+        if why is not None:
+            raise SpecError("Object is not valid", [("/id", [why])])
+        why = user_problem(self.runtime, spec.user)
+        if why is not None:
+            raise SpecError("Object is not valid", [("/user", [why])])
+
+    def _create_app(self, spec: AppSpec, check_ids: bool) -> tuple[AppSpec, Deployment]:
         with self._lock:
+            if check_ids:
+                self._check_ids(spec)
             now = self.clock.now()
             spec = self.service_ports.assign(spec, None)
             stored = spec.model_copy(update={"version": self._next_version(spec.id, now)})
@@ -55,20 +76,25 @@ class AppCommands(DeploymentBook):
             self._deployment_started(deployment, now)
             return stored, deployment
 
-    def update_app(self, spec: AppSpec, force: bool = False,
-                   restart: bool = False) -> tuple[AppSpec, str, bool]:
+    def update_app(self, spec: AppSpec, force: bool = False, restart: bool = False,
+                   check_ids: bool = True) -> tuple[AppSpec, str, bool]:
         """Store ``spec`` as the app's new definition (creating it if new).
 
         Returns (stored spec, deployment id, created). A change of ``instances`` only is a
         scaling (running tasks stay); any other change, or ``restart``, replaces tasks by a
         rolling restart. An app locked by a running deployment raises :class:`Conflict`
-        unless ``force``, which supersedes that deployment.
+        unless ``force``, which supersedes that deployment. ``check_ids``: refuse (422) an id
+        that is or lies inside a group or another app; the group manager, which checks a
+        whole group's plan itself and may write an app before deleting what it replaces,
+        passes ``False``.
         """
         with self._lock:
+            if check_ids:
+                self._check_ids(spec)
             now = self.clock.now()
             old = self._apps().get(spec.id)
             if old is None:
-                created, deployment = self._create_app(spec)
+                created, deployment = self._create_app(spec, False)
                 return created, deployment.id, True
             superseded = self._check_lock(spec.id, force)
             spec = self.service_ports.assign(spec, old)

@@ -111,6 +111,8 @@ class Applier(OrchestratorCore):
         # One transaction for every change seen: one fsync per pass, not per task.
         with self.store.atomic():
             for t, obs in zip(tasks, observations, strict=True):
+                if obs.ports_taken:  # placement avoids them on that node for a while
+                    self.taken_ports.mark(t.host, obs.ports_taken, now)
                 if obs.state == t.state or (
                     t.state is TaskState.KILLING and not obs.state.terminal
                 ):

@@ -18,6 +18,7 @@ from scheduler.model.node import Node
 from scheduler.model.task import Task, TaskState
 from scheduler.orchestrator.jobs import JobBook
 from scheduler.placement.results import RejectionSummary, Strategy
+from scheduler.placement.taken_ports import TakenPorts
 from scheduler.runtimes.base import Runtime
 from scheduler.services.backoff import Backoff
 from scheduler.services.balancer import Balancer
@@ -89,6 +90,9 @@ class OrchestratorCore:
         self.bus = bus
         self.clock = clock
         self.health = health
+        # Host ports found held by others: out of placement for a while (applier marks them,
+        # the loop's placer holds them).
+        self.taken_ports = TakenPorts()
         self.strategy = strategy
         self.loop_interval = loop_interval
         self.runtime_available = True

@@ -536,7 +536,7 @@ class GroupManager(GroupReader):
                 spec = parse_app(data)
                 current = self._current(spec.id)
                 if current is None or _config(current) != _config(spec):
-                    _, last, _ = self._o.update_app(spec, force=force)
+                    _, last, _ = self._o.update_app(spec, force=force, check_ids=False)
 
         for step in ((writes, deletes) if pending.get("writes_first") else (deletes, writes)):
             step()

@@ -11,8 +11,10 @@ from scheduler.batch.schedule import latest_at_or_before
 from scheduler.events import DROMOS
 from scheduler.model.job import JobRun, JobSpec
 from scheduler.model.timefmt import iso
+from scheduler.model.validation import SpecError
 from scheduler.orchestrator.app_commands import AppCommands
 from scheduler.orchestrator.core import NotFound
+from scheduler.runtimes.users import user_problem
 
 
 class JobCommands(AppCommands):
@@ -32,7 +34,8 @@ class JobCommands(AppCommands):
 
     def put_job(self, job: JobSpec) -> JobSpec:
         """Create or replace a job. Unknown parents and cycles raise
-        :class:`dag.DependencyError`; nothing is stored then.
+        :class:`dag.DependencyError`, a ``runAsUser`` the runtime cannot run as
+        :class:`SpecError`; nothing is stored then.
 
         Occurrences before a new (or rescheduled) job existed are not missed runs: the job
         starts with its latest occurrence strictly before now as already handled.
@@ -43,6 +46,9 @@ class JobCommands(AppCommands):
             # re-validation of every stored job on each write.
             existing = self.jobs.jobs()
             dag.validate_job(job, existing)
+            why = user_problem(self.runtime, job.runAsUser or None)
+            if why is not None:  # a user the runtime cannot run as (runtimes/users.py)
+                raise SpecError("Object is not valid", [("/runAsUser", [why])])
             old = existing.get(job.name)
             with self.store.atomic():
                 self.store.put_job(job)

@@ -137,6 +137,7 @@ class Orchestrator(JobCommands):
                 spec = self._spec_at(t.app_id, t.version)
                 res = spec.resources if spec else Resources()
             placed.append(PlacedTask(t.app_id, t.host, res, t.ports))
+        placed.extend(self.taken_ports.placed(self.clock.now()))  # ports held by others
         return Placer(ClusterSnapshot(tuple(self.runtime.nodes()), tuple(placed)),
                       self.strategy)
 

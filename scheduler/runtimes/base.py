@@ -64,6 +64,8 @@ class LaunchSpec:
     args: tuple[str, ...] | None = None
     image: str | None = None
     kill_grace_seconds: float = 3.0
+    # The user to run as (``None``: the runtime's default); see scheduler/runtimes/users.py.
+    user: str | None = None
     # Set for job runs (Chronos side): the job's name and the run id (== task_id).
     job_name: str | None = None
     run_id: str | None = None
@@ -115,6 +117,7 @@ def launch_spec(definition: AppSpec | JobSpec, task: Task,
         args=tuple(spec.args) if spec.args is not None else None,
         image=image,
         kill_grace_seconds=spec.kill_grace_seconds,
+        user=spec.user or None,
         extra=_app_extra(spec),
     )
 
@@ -144,7 +147,7 @@ def _job_launch_spec(job: JobSpec, task: Task, run: JobRun | None) -> LaunchSpec
         task_id=task.id, app_id=job_app_id(job.name), version="", host=task.host, ports=(),
         resources=job.resources, env=env, labels={}, cmd=cmd, args=args,
         image=job.container.image if job.container else None,
-        job_name=job.name, run_id=run_id, extra=extra,
+        job_name=job.name, run_id=run_id, extra=extra, user=job.runAsUser or None,
     )
 
 
@@ -168,7 +171,9 @@ class Observation:
     ``state`` is RUNNING while the task's process/container is alive, and a terminal state
     once it is gone: FINISHED (exit 0), FAILED (non-zero, or never started), KILLED (it was
     killed through :meth:`Runtime.kill`), LOST (the runtime has no trace of it at all).
-    ``exit_code`` is ``None`` while running or when unknowable.
+    ``exit_code`` is ``None`` while running or when unknowable. ``ports_taken``: host
+    ports the task could not have because a process Dromos does not own holds them (the
+    task then is FAILED without having run); placement avoids them on that node for a while.
     """
 
     task_id: str
@@ -177,6 +182,7 @@ class Observation:
     message: str = ""
     handle: Mapping[str, Any] = field(default_factory=dict)
     started_at: datetime | None = None
+    ports_taken: tuple[int, ...] = ()
 
 
 @dataclass(frozen=True)

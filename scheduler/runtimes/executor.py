@@ -135,7 +135,12 @@ def write_json_atomic(path: Path, data: Mapping[str, Any], mode: int = 0o644) ->
     """Write ``data`` as JSON to ``path`` so readers see the old file or the new one, never a
     part: write a temporary file in the same directory, fsync it, rename it over ``path``."""
     tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, mode)
+    # A task running as another user owns its sandbox and could plant a link at this name:
+    # remove whatever is there and create the file anew (O_EXCL never follows a link).
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(tmp)
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
+                 mode)
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as f:
             json.dump(dict(data), f)
@@ -155,9 +160,14 @@ def read_json(path: Path) -> dict[str, Any] | None:
     :func:`write_json_atomic` are always whole, so that means someone else wrote it).
     """
     try:
-        text = path.read_text(encoding="utf-8")
+        # O_NOFOLLOW: a task may own its sandbox; a link it planted is not read through.
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
     except FileNotFoundError:
         return None
+    except OSError as e:
+        raise ValueError(f"{path} cannot be read: {e.strerror}") from None
+    with os.fdopen(fd, "rb") as f:
+        text = f.read().decode("utf-8")
     data = json.loads(text)
     if not isinstance(data, dict):
         raise ValueError(f"{path} does not hold a JSON object")
@@ -199,6 +209,17 @@ def _exec_error(argv: list[str], exc: BaseException) -> tuple[int, str]:
         code = EXIT_NOT_FOUND if exc.errno in (errno.ENOENT, errno.ENOTDIR) else EXIT_CANNOT_EXECUTE
         return code, f"cannot execute {what!r}: {exc.strerror or exc}"
     return EXIT_CANNOT_EXECUTE, f"cannot execute {what!r}: {exc}"
+
+
+def _user_args(rec: Any) -> dict[str, Any]:
+    """``Popen`` keywords that run the task as the user ``launch.json`` names (``{}``: as
+    the executor runs). Nothing changes when the executor already is that user."""
+    if rec is None:
+        return {}
+    uid, gid = int(rec["uid"]), int(rec["gid"])
+    if uid == os.geteuid() and gid == os.getegid():
+        return {}
+    return {"user": uid, "group": gid, "extra_groups": [int(g) for g in rec["groups"]]}
 
 
 def run_executor(sandbox: Path, lock_fd: int | None = None) -> int:
@@ -250,8 +271,18 @@ def run_executor(sandbox: Path, lock_fd: int | None = None) -> int:
         if not argv:
             raise ValueError("argv is empty")
         task_env = {str(k): str(v) for k, v in env.items()}
+        user = _user_args(launch.get("user"))
     except (OSError, ValueError, KeyError, TypeError) as e:
         return record_failure(EXIT_CANNOT_EXECUTE, f"bad sandbox {sandbox}: {e}")
+    if user:
+        try:
+            # The task's working directory is its own, as on a Mesos agent; the records
+            # the executor writes later are renamed in by root, whoever owns the directory.
+            os.chown(sandbox, user["user"], user["group"])
+        except OSError as e:
+            return record_failure(EXIT_CANNOT_EXECUTE,
+                                  f"cannot run as user {launch['user'].get('name')!r}: "
+                                  f"cannot hand it the sandbox: {e.strerror}")
 
     flags = os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC
     out_fd = os.open(sandbox / STDOUT_FILE, flags, 0o644)
@@ -265,7 +296,15 @@ def run_executor(sandbox: Path, lock_fd: int | None = None) -> int:
             stdout=out_fd,
             stderr=err_fd,
             process_group=0,  # the task leads its own group: the unit the runtime signals
+            # setgroups, setgid, setuid in the child, in that order, before exec.
+            **user,
         )
+    except PermissionError as e:
+        if not user:
+            return record_failure(*_exec_error(argv, e))
+        return record_failure(EXIT_CANNOT_EXECUTE,
+                              f"cannot run as user {launch['user'].get('name')!r} "
+                              f"(uid {user['user']}): {e.strerror}")
     except (OSError, ValueError, subprocess.SubprocessError) as e:
         return record_failure(*_exec_error(argv, e))
     finally:

@@ -31,9 +31,7 @@ from __future__ import annotations
 import fcntl
 import logging
 import os
-import shutil
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -46,7 +44,6 @@ from typing import Any
 
 import scheduler
 from scheduler.model.node import Node
-from scheduler.model.resources import PortRange, Resources
 from scheduler.model.task import Task, TaskState
 from scheduler.runtimes.base import (
     LaunchSpec,
@@ -72,13 +69,13 @@ from scheduler.runtimes.executor import (
     write_json_atomic,
 )
 from scheduler.runtimes.kills import read_kill, record_kill
-from scheduler.runtimes.output import list_files, read_file_in, read_stream_files
-from scheduler.runtimes.ports import check_ports_disjoint
+from scheduler.runtimes.local_nodes import default_node
+from scheduler.runtimes.output import list_files, open_in, read_file_in, read_stream_files
+from scheduler.runtimes.ports import check_ports_disjoint, refuse_taken_ports
+from scheduler.runtimes.sandbox_gc import SandboxCollector, SandboxGcPolicy
+from scheduler.runtimes.users import local_launch_user, local_user_problem
 
 log = logging.getLogger(__name__)
-
-DEFAULT_PORTS: tuple[PortRange, ...] = ((31000, 32000),)
-"""The port range of the default node (Mesos agents offer 31000-32000 by default)."""
 
 LAUNCH_TIMEOUT_SECONDS = 30.0
 """How long :meth:`LocalRuntime.launch` waits for the executor to report the task started.
@@ -109,32 +106,6 @@ def reap_executors() -> None:
         for pid, proc in list(_children.items()):
             if proc.poll() is not None:
                 del _children[pid]
-
-
-# --- nodes -----------------------------------------------------------------------------------
-
-
-def _mem_total_mib(meminfo: Path = Path("/proc/meminfo")) -> float:
-    for line in meminfo.read_text(encoding="ascii").splitlines():
-        if line.startswith("MemTotal:"):
-            kib = int(line.split()[1])
-            return float(kib // 1024)
-    raise RuntimeError(f"no MemTotal line in {meminfo}")
-
-
-def default_node(state_dir: Path) -> Node:
-    """The node describing this machine: its hostname, ``os.cpu_count()`` cpus, MemTotal
-    from ``/proc/meminfo`` and the free disk of ``state_dir`` (both in MiB), Mesos's default
-    ports 31000-32000, no attributes."""
-    return Node(
-        hostname=socket.gethostname(),
-        resources=Resources(
-            cpus=float(os.cpu_count() or 1),
-            mem=_mem_total_mib(),
-            disk=float(shutil.disk_usage(state_dir).free // (1024 * 1024)),
-        ),
-        ports=DEFAULT_PORTS,
-    )
 
 
 # --- task identity ---------------------------------------------------------------------------
@@ -228,15 +199,19 @@ class LocalRuntime:
 
     ``nodes``: the accounting domains tasks are placed on; ``None`` or empty means one node
     describing this machine (:func:`default_node`). Raises ``ValueError`` when two nodes'
-    port ranges overlap. Safe to use from several threads.
+    port ranges overlap. ``gc``: when ended tasks' sandboxes are removed
+    (:mod:`scheduler.runtimes.sandbox_gc`). Safe to use from several threads.
     """
 
     name = "local"
 
-    def __init__(self, state_dir: Path, nodes: Sequence[Node] | None = None) -> None:
+    def __init__(self, state_dir: Path, nodes: Sequence[Node] | None = None,
+                 gc: SandboxGcPolicy | None = None) -> None:
         self.state_dir = Path(state_dir).absolute()
         self.tasks_dir = self.state_dir / "tasks"
         self.tasks_dir.mkdir(parents=True, exist_ok=True)
+        # Ended tasks' sandboxes go after a while (run from observe, at most every 30 s).
+        self.sandbox_gc = SandboxCollector(self.tasks_dir, gc or SandboxGcPolicy())
         if nodes:
             check_ports_disjoint(nodes, "local")
             self._nodes = list(nodes)
@@ -254,6 +229,10 @@ class LocalRuntime:
     def probe_host(self, task: Task) -> str:
         """Every task runs on this machine, whatever node it was placed on."""
         return "127.0.0.1"
+
+    def user_problem(self, user: str) -> str | None:
+        """Why tasks cannot run as ``user`` here (:mod:`scheduler.runtimes.users`)."""
+        return local_user_problem(user)
 
     def sandbox(self, task_id: str) -> Path:
         """The task's sandbox directory (which may not exist). Raises ``ValueError`` for an
@@ -279,18 +258,20 @@ class LocalRuntime:
             )
         argv = _argv(spec)
         sandbox = self.sandbox(spec.task_id)
-        env = _task_environment(spec, sandbox)
+        user = local_launch_user(spec.user)
+        env = _task_environment(spec, sandbox, user)
         reap_executors()
         try:
-            return self._launch_in(sandbox, spec.task_id, argv, env)
+            return self._launch_in(sandbox, spec.task_id, {
+                "argv": argv, "user": user, "app_id": spec.app_id, "ports": list(spec.ports)},
+                env)
         except OSError as e:  # a full or read-only disk: this backend cannot run tasks now
             raise RuntimeUnavailable(
                 f"cannot launch task {spec.task_id!r} in {sandbox}: {e}"
             ) from e
 
-    def _launch_in(
-        self, sandbox: Path, task_id: str, argv: list[str], env: Mapping[str, str]
-    ) -> dict[str, Any]:
+    def _launch_in(self, sandbox: Path, task_id: str, launch: Mapping[str, Any],
+                   env: Mapping[str, str]) -> dict[str, Any]:
         sandbox.mkdir(mode=0o700, exist_ok=True)
         lock_fd = os.open(sandbox / LOCK_FILE, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
         try:
@@ -301,8 +282,10 @@ class LocalRuntime:
             # Leftovers of a launch that never got as far as starting the task.
             for stale in (EXIT_FILE, KILL_FILE):
                 (sandbox / stale).unlink(missing_ok=True)
+            if (refused := refuse_taken_ports(sandbox, launch["ports"])) is not None:
+                return refused
             write_json_atomic(sandbox / ENV_FILE, env, mode=0o600)
-            write_json_atomic(sandbox / LAUNCH_FILE, {"argv": argv})
+            write_json_atomic(sandbox / LAUNCH_FILE, launch)
             proc, start_time = _start_executor(sandbox, lock_fd)
             # Still holding our reference to the lock, so a concurrent launch waits until the
             # executor has either recorded the start or been declared failed below.
@@ -346,6 +329,7 @@ class LocalRuntime:
         ``message``, rather than guessing a terminal state.
         """
         reap_executors()
+        self.sandbox_gc.maybe_run()
         out: list[Observation] = []
         for task in tasks:
             try:
@@ -485,8 +469,10 @@ class LocalRuntime:
         )
         started_at = _started_at(ident)
 
+        taken = tuple(exit_rec.get("ports_taken") or ()) if exit_rec is not None else ()
+
         def obs(state: TaskState, exit_code: int | None = None, message: str = "") -> Observation:
-            return Observation(task.id, state, exit_code, message, handle, started_at)
+            return Observation(task.id, state, exit_code, message, handle, started_at, taken)
 
         if ident is None and exit_rec is None:
             where = sandbox if sandbox is not None else "(invalid task id)"
@@ -566,9 +552,13 @@ def _inherited_env() -> dict[str, str]:
     return env
 
 
-def _task_environment(spec: LaunchSpec, sandbox: Path) -> dict[str, str]:
-    """Dromos's basic variables, MESOS_SANDBOX, then the LaunchSpec's env (which wins)."""
+def _task_environment(spec: LaunchSpec, sandbox: Path,
+                      user: Mapping[str, Any] | None) -> dict[str, str]:
+    """Dromos's basic variables (the task's user's USER, LOGNAME and HOME when it runs as
+    another), MESOS_SANDBOX, then the LaunchSpec's env (which wins)."""
     env = _inherited_env()
+    if user is not None:
+        env.update(USER=str(user["name"]), LOGNAME=str(user["name"]), HOME=str(user["home"]))
     env["MESOS_SANDBOX"] = str(sandbox)
     for k, v in spec.env.items():
         if not k or "=" in k or "\0" in k or "\0" in str(v):
@@ -684,9 +674,9 @@ def _describe_exit(rec: Mapping[str, Any]) -> tuple[int | None, str]:
 
 def _tail(path: Path, limit: int = 2000) -> str:
     try:
-        with open(path, "rb") as f:
+        with open_in(path.parent, path.name) as f:  # never through a link
             f.seek(0, os.SEEK_END)
             f.seek(max(0, f.tell() - limit))
             return f.read().decode("utf-8", "replace").strip()
-    except OSError:
+    except (OSError, LookupError):
         return ""

@@ -15,6 +15,7 @@ import stat
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import BinaryIO
 
 from scheduler.runtimes.base import Output, OutputChunk, SandboxFile
 
@@ -41,9 +42,8 @@ def complete_utf8(data: bytes) -> int:
 def tail_bytes(path: Path, lines: int | None) -> tuple[bytes, int]:
     """The last ``lines`` lines of a file (all when ``None``, at most :data:`TAIL_MAX_BYTES`
     either way) and the file's size (where a follower goes on). A missing file is empty."""
-    try:
-        f = open(path, "rb")  # noqa: SIM115 -- closed below; a missing file is "no output"
-    except FileNotFoundError:
+    f = _open_stream(path)
+    if f is None:
         return b"", 0
     with f:
         size = f.seek(0, os.SEEK_END)
@@ -71,9 +71,8 @@ def tail_bytes(path: Path, lines: int | None) -> tuple[bytes, int]:
 def read_from(path: Path, offset: int, limit: int = READ_MAX_BYTES) -> tuple[bytes, int]:
     """Bytes after ``offset`` (at most ``limit``, whole characters) and the new offset. A
     file shorter than ``offset`` was truncated: it is read from the start."""
-    try:
-        f = open(path, "rb")  # noqa: SIM115
-    except FileNotFoundError:
+    f = _open_stream(path)
+    if f is None:
         return b"", 0
     with f:
         size = f.seek(0, os.SEEK_END)
@@ -105,10 +104,14 @@ def read_stream_files(directory: Path, names: Sequence[str], tail: int | None,
     new: list[int] = []
     for i, name in enumerate(names):
         path = directory / name
-        if offsets is None:
-            data, pos = tail_bytes(path, tail)
-        else:
-            data, pos = read_from(path, offsets[i])
+        try:
+            if offsets is None:
+                data, pos = tail_bytes(path, tail)
+            else:
+                data, pos = read_from(path, offsets[i])
+        except NotInSandbox:
+            # Say so rather than show nothing: the task replaced its output file.
+            data, pos = NOT_SHOWN.format(name=name).encode(), 0
         new.append(pos)
         chunks.append(OutputChunk(name, data.decode("utf-8", "replace")))
     return Output(tuple(chunks), "f:" + ",".join(str(n) for n in new), source)
@@ -160,24 +163,83 @@ def list_files(directory: Path) -> list[SandboxFile]:
 def read_file_in(directory: Path, path: str, offset: int, limit: int) -> bytes:
     """At most ``limit`` bytes from ``offset`` of file ``path`` under ``directory``.
     ``LookupError`` for anything but a regular file inside it (``..``, absolute paths and
-    symlinks are refused, so nothing outside the directory is ever read)."""
+    symlinks anywhere on the way are refused, so nothing outside the directory is ever
+    read; see :func:`open_in`)."""
     if offset < 0 or limit < 0:
         raise ValueError("offset and limit must not be negative")
-    parts = path.split("/")
-    if not path or path.startswith("/") or any(p in ("", ".", "..") for p in parts):
-        raise LookupError(f"no file {path!r} in the sandbox")
-    target = directory.joinpath(*parts)
-    # A symlinked directory on the way could lead out: the resolved parent must be inside.
-    root = os.path.realpath(directory)
-    if os.path.commonpath([root, os.path.realpath(target.parent)]) != root:
-        raise LookupError(f"no file {path!r} in the sandbox")
     try:
-        fd = os.open(target, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK)
-    except OSError:
+        f = open_in(directory, path)
+    except FileNotFoundError:
         raise LookupError(f"no file {path!r} in the sandbox") from None
-    if not stat.S_ISREG(os.fstat(fd).st_mode):
-        os.close(fd)
-        raise LookupError(f"{path!r} is not a file")
-    with os.fdopen(fd, "rb") as f:
+    with f:
         f.seek(offset)
         return f.read(limit)
+
+
+def read_text_in(directory: Path, name: str) -> str | None:
+    """The text of file ``name`` in ``directory`` (undecodable bytes replaced), ``None``
+    when it does not exist; ``LookupError`` when it is a link or not a regular file."""
+    try:
+        with open_in(directory, name) as f:
+            return f.read().decode("utf-8", "replace")
+    except FileNotFoundError:
+        return None
+
+
+class NotInSandbox(LookupError):
+    """The path names a symlink, a non-regular file, or leaves the directory."""
+
+
+NOT_SHOWN = "[dromos: {name} is a symbolic link or not a regular file; it is not shown]\n"
+"""What a stream reads as when the task replaced its output file with something else."""
+
+_DIR_FLAGS = os.O_PATH | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+_FILE_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC | os.O_NOCTTY
+
+
+def open_in(directory: Path, path: str) -> BinaryIO:
+    """Open regular file ``path`` (``/``-separated, relative) under ``directory`` for
+    reading, following no symbolic link below ``directory``.
+
+    Each directory on the way is opened relative to the one before with ``O_NOFOLLOW``
+    (``openat``), and the file itself too, so a link anywhere -- the file, or a directory
+    on the way, even one swapped in while we open -- is refused, never followed: the file
+    read is always inside ``directory``. Raises ``FileNotFoundError`` when something on
+    the way does not exist and :class:`NotInSandbox` (a ``LookupError``) for absolute
+    paths, ``.``/``..`` parts, links and anything that is not a regular file.
+    """
+    parts = path.split("/")
+    if not path or path.startswith("/") or any(p in ("", ".", "..") for p in parts):
+        raise NotInSandbox(f"no file {path!r} in the sandbox")
+    fd = os.open(directory, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        for part in parts[:-1]:
+            nxt = _open_at(part, _DIR_FLAGS, fd, path)
+            os.close(fd)
+            fd = nxt
+        file_fd = _open_at(parts[-1], _FILE_FLAGS, fd, path)
+    finally:
+        os.close(fd)
+    if not stat.S_ISREG(os.fstat(file_fd).st_mode):
+        os.close(file_fd)
+        raise NotInSandbox(f"{path!r} is not a regular file")
+    return os.fdopen(file_fd, "rb")
+
+
+def _open_at(name: str, flags: int, dir_fd: int, path: str) -> int:
+    try:
+        return os.open(name, flags, dir_fd=dir_fd)
+    except FileNotFoundError:
+        raise
+    except OSError as e:
+        # ELOOP: a symlink where O_NOFOLLOW allows none; ENOTDIR: a file or a link where a
+        # directory was expected (O_DIRECTORY with O_NOFOLLOW); others: unreadable.
+        raise NotInSandbox(f"no file {path!r} in the sandbox ({e.strerror})") from None
+
+
+def _open_stream(path: Path) -> BinaryIO | None:
+    """``path`` opened by :func:`open_in` relative to its directory; ``None`` if missing."""
+    try:
+        return open_in(path.parent, path.name)
+    except FileNotFoundError:
+        return None

@@ -10,6 +10,7 @@ Kubernetes clients are heavy, and a local-runtime Dromos should not pay for them
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -62,8 +63,10 @@ def create(name: str, config: ServeConfig) -> Runtime:
 
 def _local(config: ServeConfig) -> Runtime:
     from scheduler.runtimes.local import LocalRuntime
+    from scheduler.runtimes.sandbox_gc import SandboxGcPolicy
 
-    return LocalRuntime(config.state_dir, list(config.nodes) if config.nodes else None)
+    gc = SandboxGcPolicy(config.sandbox_gc_delay, config.sandbox_keep)
+    return LocalRuntime(config.state_dir, list(config.nodes) if config.nodes else None, gc)
 
 
 def _docker(config: ServeConfig) -> Runtime:
@@ -75,11 +78,19 @@ def _docker(config: ServeConfig) -> Runtime:
 
 def _kubernetes(config: ServeConfig) -> Runtime:
     from scheduler.runtimes.kubernetes import KubernetesRuntime
+    from scheduler.runtimes.kubernetes.runtime import NamespaceMissing
 
     # Connects lazily, like docker. Nodes come from the cluster; a --nodes file only limits
     # placement to the hostnames it lists (capacity and labels are the cluster's).
     hosts = [n.hostname for n in config.nodes] if config.nodes else None
-    return KubernetesRuntime(config.state_dir, hosts=hosts)
+    runtime = KubernetesRuntime(config.state_dir, hosts=hosts)
+    try:
+        # Like the namespace, read from the environment (set by --create-namespace).
+        runtime.check_namespace(create=os.environ.get("DROMOS_KUBE_CREATE_NAMESPACE") == "1")
+    except NamespaceMissing as e:
+        runtime.close()
+        raise ConfigError(str(e)) from None
+    return runtime
 
 
 register("local", _local, local_ports=True)

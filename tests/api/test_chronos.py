@@ -221,6 +221,18 @@ def test_stats_summary_graph(client: TestClient, orchestrator: Orchestrator) -> 
     assert [j["name"] for j in found] == ["etl"]
 
 
+def test_a_run_as_user_the_runtime_does_not_know_is_a_422(client: TestClient) -> None:
+    """Issue 11, defect 6, the Chronos side: ``runAsUser`` is the user runs execute as."""
+    r = client.post("/scheduler/iso8601",
+                    json=scheduled("etl", runAsUser="dromos-no-such-user"))
+    assert r.status_code == 422, r.text
+    assert r.json()["details"] == [{"path": "/runAsUser", "errors": [
+        "there is no user 'dromos-no-such-user' on this machine"]}]
+    assert client.get("/scheduler/job/etl").status_code == 404
+    assert client.post("/scheduler/iso8601",
+                       json=scheduled("etl", runAsUser="nobody")).status_code == 204
+
+
 def test_mark_success_is_a_success_everywhere(client: TestClient,
                                               orchestrator: Orchestrator) -> None:
     """After PUT /job/success the run record, the counters, /jobs/summary, the graph's box

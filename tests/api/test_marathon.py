@@ -333,3 +333,14 @@ def test_credentials_guard_every_route_but_ping(orchestrator: Orchestrator) -> N
     assert c.get("/v2/apps", auth=("ops", "pw")).status_code == 200
     assert c.get("/v2/apps", auth=("ops", "nope")).status_code == 401
     assert orchestrator.apps() == []
+
+
+def test_a_user_the_local_runtime_does_not_know_is_a_422_and_nothing_is_stored(
+        client: TestClient) -> None:
+    """Issue 11, defect 6: ``user`` was accepted and ignored (the task ran as root)."""
+    r = client.post("/v2/apps", json={"id": "/as-ghost", "cmd": "sleep 1", "cpus": 0.1,
+                                      "mem": 16, "user": "dromos-no-such-user"})
+    assert r.status_code == 422, r.text
+    assert r.json()["details"] == [{"path": "/user", "errors": [
+        "there is no user 'dromos-no-such-user' on this machine"]}]
+    assert client.get("/v2/apps/as-ghost").status_code == 404

@@ -648,3 +648,28 @@ def test_dromos_serve_on_docker_runs_health_checks_and_adopts_after_kill_9(
             "adopted, not replaced")
     finally:
         server.stop()
+
+
+def test_a_container_runs_as_the_apps_user(factory: RuntimeFactory, rt: DockerRuntime) -> None:
+    """Issue 11, defect 6: ``user`` was ignored (the container ran as root)."""
+    app = container_app(user="nobody", cmd="id -u; id -un")
+    task = launch(rt, app, make_task(app))
+    assert inspect(task)["Config"]["User"] == "nobody"
+    assert wait_for_state(rt, task, TaskState.FINISHED, TaskState.FAILED).state is \
+        TaskState.FINISHED
+    assert wait_for_output(factory, task, "nobody").split() == ["65534", "nobody"]
+
+
+def test_a_container_that_could_not_start_is_removed_and_the_taken_port_named(
+    factory: RuntimeFactory, rt: DockerRuntime
+) -> None:
+    """Issue 11, defect 8: such containers stayed "created", one more at each retry."""
+    with socket.socket() as squatter:
+        squatter.bind(("127.0.0.1", 0))
+        squatter.listen()
+        taken = squatter.getsockname()[1]
+        app = container_app(container={"portMappings": [{"containerPort": 80}]})
+        task = launch(rt, app, make_task(app, ports=(taken,)))
+        obs = observe_one(rt, task)
+    assert obs.state is TaskState.FAILED and obs.ports_taken == (taken,), obs.message
+    assert containers_of(factory.state_dir) == [], "no container left behind, created"

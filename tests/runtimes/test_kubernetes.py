@@ -10,8 +10,11 @@ Services and readiness, deterministic names, the node inventory, the watch's rel
 
 from __future__ import annotations
 
+import hashlib
 import json
+import os
 import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -21,6 +24,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from scheduler.cli import build_parser
 from scheduler.model.app import AppSpec
 from scheduler.model.task import Task, TaskState
 from scheduler.runtimes.base import LaunchSpec, Runtime, RuntimeUnavailable, launch_spec
@@ -34,6 +38,7 @@ from scheduler.runtimes.kubernetes import (
     pod_name,
     service_name,
 )
+from scheduler.runtimes.kubernetes.names import DEFAULT_RUN_AS_USER
 from tests.runtimes.conftest import (
     BACKENDS,
     RuntimeFactory,
@@ -644,3 +649,56 @@ def test_kubectl_shows_what_the_runtime_runs(
          "dromos.io/app=ops_cron-cleaner", "-o", "wide", "--no-headers"],
         capture_output=True, text=True, check=True).stdout
     assert pod_name(task.id) in out and "Running" in out and NODE in out
+
+
+def test_a_numeric_user_is_the_pods_run_as_user_and_names_or_root_are_refused() -> None:
+    """Issue 11, defect 6: ``user`` was ignored. A pod's user is a number, never root."""
+    app = make_app(user="1234")
+    pod = build_pod(launch_spec(app, make_task(app)), namespace="n", node_name="x", image="i")
+    assert pod["spec"]["securityContext"]["runAsUser"] == 1234
+    default = build_pod(launch_spec(make_app(), make_task(make_app())), namespace="n",
+                        node_name="x", image="i")
+    assert default["spec"]["securityContext"]["runAsUser"] == DEFAULT_RUN_AS_USER
+    for user, why in [("nobody", "numeric uid"), ("0", "non-root")]:
+        app = make_app(user=user)
+        with pytest.raises(ValueError, match=why):
+            build_pod(launch_spec(app, make_task(app)), namespace="n", node_name="x", image="i")
+        rt = object.__new__(KubernetesRuntime)  # user_problem reads no state
+        assert why in (rt.user_problem(user) or "")
+
+
+def test_a_missing_namespace_stops_the_start_with_a_clear_message_or_is_created(
+        kube: str, tmp_path: Path) -> None:
+    """Issue 11, defect 8: a missing namespace showed as "runtime unavailable" twice a
+    second. ``dromos serve`` now refuses to start, saying what to do, unless
+    ``--create-namespace``."""
+    namespace = "dromos-missing-" + hashlib.sha256(str(tmp_path).encode()).hexdigest()[:10]
+    env = {k: v for k, v in os.environ.items() if not k.startswith("DROMOS_KUBE")}
+    env["KUBECONFIG"] = kube
+    done = subprocess.run(
+        [sys.executable, "-m", "scheduler.cli", "serve", "--runtime", "kubernetes",
+         "--kube-namespace", namespace, "--state-dir", str(tmp_path / "state"), "--port", "0"],
+        env=env, capture_output=True, text=True, timeout=60, check=False)
+    assert done.returncode == 2, done.stderr
+    assert f"the kubernetes namespace '{namespace}' does not exist" in done.stderr
+    assert "--create-namespace" in done.stderr
+    assert build_parser().parse_args(["serve", "--create-namespace"]).create_namespace
+    rt = KubernetesRuntime(tmp_path / "state", namespace=namespace,
+                           configuration=load_client_configuration(kube))
+    try:
+        assert rt.check_namespace(create=True) == "created"
+        made = core_api().read_namespace(namespace)
+        assert made.metadata.labels["pod-security.kubernetes.io/enforce"] == "restricted"
+        assert rt.check_namespace() == "present"
+    finally:
+        rt.close()
+        core_api().delete_namespace(namespace)
+
+
+def test_a_pod_of_an_app_with_a_numeric_user_is_admitted_and_runs_as_it(
+        factory: RuntimeFactory, rt: KubernetesRuntime) -> None:
+    app = make_app(user="4321")
+    task = klaunch(rt, app, make_task(app))
+    pod = core_api().read_namespaced_pod(pod_name(task.id), ns_of(factory))
+    assert pod.spec.security_context.run_as_user == 4321
+    assert pod.spec.security_context.run_as_non_root is True

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import pwd
 import signal
 import socket
 import subprocess
@@ -21,7 +22,12 @@ from scheduler.model.node import Node
 from scheduler.model.resources import Resources
 from scheduler.model.task import Task, TaskState
 from scheduler.runtimes.base import LaunchSpec, launch_spec
-from scheduler.runtimes.executor import process_alive, read_proc_stat
+from scheduler.runtimes.executor import (
+    process_alive,
+    read_json,
+    read_proc_stat,
+    write_json_atomic,
+)
 from scheduler.runtimes.local import LocalRuntime, validate_task_id
 from tests.runtimes.conftest import (
     BACKENDS,
@@ -467,3 +473,52 @@ def test_nodes_sharing_ports_are_rejected(tmp_path: Path, nodes: list[Node], sha
     with pytest.raises(ValueError, match="must not overlap") as err:
         LocalRuntime(tmp_path, nodes)
     assert f"share {shared}:" in str(err.value)
+
+
+# --- the task's user (issue 11, defect 6) ----------------------------------------------------
+
+
+def _require_root() -> None:
+    if os.geteuid() != 0:
+        pytest.skip("switching users needs Dromos to run as root")
+
+
+def test_a_task_runs_as_its_user_and_owns_its_sandbox(rt: LocalRuntime) -> None:
+    _require_root()
+    nobody = pwd.getpwnam("nobody")
+    app = make_app(user="nobody", cmd='id -u; id -g; echo "$USER"; echo hi > own-file')
+    task = launch(rt, app, make_task(app))
+    obs = wait_for_state(rt, task, TaskState.FINISHED, TaskState.FAILED)
+    assert obs.state is TaskState.FINISHED, obs.message
+    sandbox = sandbox_of(rt, task)
+    assert (sandbox / "stdout").read_text().split() == [str(nobody.pw_uid),
+                                                        str(nobody.pw_gid), "nobody"]
+    assert (sandbox / "own-file").stat().st_uid == nobody.pw_uid
+
+
+def test_a_user_this_machine_does_not_know_is_refused(rt: LocalRuntime) -> None:
+    assert rt.user_problem("dromos-no-such-user") == \
+        "there is no user 'dromos-no-such-user' on this machine"
+    app = make_app(user="dromos-no-such-user")
+    with pytest.raises(ValueError, match="no user 'dromos-no-such-user'"):
+        rt.launch(launch_spec(app, make_task(app)))
+
+
+
+def test_records_are_never_written_through_a_link_planted_in_the_sandbox(
+        tmp_path: Path) -> None:
+    """A task running as another user owns its sandbox: a link it plants at the temporary
+    name the executor writes a record under must not be followed (root would overwrite
+    whatever it points to)."""
+    victim = tmp_path / "victim"
+    victim.write_text("untouched\n")
+    sandbox = tmp_path / "sandbox"
+    sandbox.mkdir()
+    planted = sandbox / f".exit.json.{os.getpid()}.{threading.get_ident()}.tmp"
+    os.symlink(victim, planted)
+    write_json_atomic(sandbox / "exit.json", {"exit_code": 0})
+    assert victim.read_text() == "untouched\n"
+    assert json.loads((sandbox / "exit.json").read_text()) == {"exit_code": 0}
+    os.symlink(victim, sandbox / "kill.json")
+    with pytest.raises(ValueError, match="cannot be read"):
+        read_json(sandbox / "kill.json")

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import re
 import types
 from collections.abc import Iterator
@@ -21,6 +22,7 @@ from scheduler.clock import FakeClock
 from scheduler.config import Credentials
 from scheduler.events import DROMOS, EventBus
 from scheduler.model.job import parse_job
+from scheduler.model.task import Task, TaskState
 from scheduler.orchestrator import Orchestrator
 from scheduler.runtimes.local import LocalRuntime
 from scheduler.store.memory import MemoryStore
@@ -251,6 +253,39 @@ def test_page_shell_is_escaped_and_locked_down(client: TestClient,
     assert client.get("/ui/static/..%2Fui.py").status_code == 404
     js = client.get("/ui/static/dromos.js").text
     assert not re.search(r"innerHTML|outerHTML|insertAdjacentHTML|document\.write", js)
+
+
+@pytest.mark.parametrize("how", ["file link", "directory link"])
+def test_logs_never_follow_a_link_out_of_the_sandbox(client: TestClient,
+                                                    orchestrator: Orchestrator,
+                                                    tmp_path: Path, how: str) -> None:
+    """Issue 11, defect 5: a task that replaced its stdout with a link (to /etc/shadow in
+    the report) must not get that file shown by the log or sandbox-file routes."""
+    runtime = orchestrator.runtime
+    assert isinstance(runtime, LocalRuntime)
+    secret = tmp_path / "outside" / "secret"
+    secret.parent.mkdir()
+    secret.write_bytes(b"root:TOP-SECRET-HASH\n")
+    sandbox = runtime.sandbox("app.9")
+    write(sandbox, b"", b"err\n")
+    (sandbox / "stdout").unlink()
+    if how == "file link":
+        os.symlink(secret, sandbox / "stdout")
+        linked = "stdout"
+    else:
+        os.symlink(secret.parent, sandbox / "out")
+        linked = "out/secret"
+    for params in ({"tail": -1}, {"cursor": "f:0,0"}):
+        body = client.get("/ui/logs/app.9", params=params).json()
+        assert "TOP-SECRET" not in json.dumps(body)
+        assert texts(body)["stderr"] == "err\n"
+    if how == "file link":
+        assert "symbolic link" in texts(body)["stdout"], "the page says why nothing is shown"
+    task = Task(id="app.9", app_id="/app", host="h", version="v", state=TaskState.FINISHED,
+                staged_at=orchestrator.clock.now())
+    assert [f.path for f in runtime.sandbox_files(task)] == ["stderr"], "links are not listed"
+    with pytest.raises(LookupError):
+        runtime.read_sandbox_file(task, linked)
 
 
 def test_page_carries_the_state_snapshot_inline(client: TestClient,

@@ -85,6 +85,9 @@ def create_args(api: Any, spec: LaunchSpec, name: str, image: str, *, bind_addre
         "host_config": host_config,
         "detach": True,
     }
+    if spec.user:
+        # A name the image knows, or uid[:gid]; the engine refuses the start otherwise.
+        kwargs["user"] = spec.user
     if spec.cmd is not None:
         # The entrypoint is replaced (Mesos does the same) so the shell runs the command
         # exactly as given, whatever ENTRYPOINT the image has.

@@ -74,8 +74,9 @@ def observation(api: Any, task: Task, name: str, record_dir: Path,
         return Observation(task.id, state, exit_code, message, hdl, started_at)
 
     if ended is not None:
-        return obs(TaskState(ended["state"]), opt_int(ended.get("exit_code")),
-                   str(ended.get("message", "")))
+        taken = tuple(int(p) for p in ended.get("ports_taken") or ())
+        return Observation(task.id, TaskState(ended["state"]), opt_int(ended.get("exit_code")),
+                           str(ended.get("message", "")), hdl, started_at, taken)
     if summary is None:
         if kill is not None:
             return obs(TaskState.KILLED,

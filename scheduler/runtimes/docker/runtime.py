@@ -3,6 +3,7 @@ docstring for the whole design)."""
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import shutil
@@ -56,8 +57,14 @@ from scheduler.runtimes.docker.records import (
 from scheduler.runtimes.executor import read_json, write_json_atomic
 from scheduler.runtimes.extra import docker_section
 from scheduler.runtimes.kills import read_kill, record_kill
-from scheduler.runtimes.output import list_files, read_combined, read_file_in, tail_lines
-from scheduler.runtimes.ports import check_ports_disjoint
+from scheduler.runtimes.output import (
+    list_files,
+    read_combined,
+    read_file_in,
+    read_text_in,
+    tail_lines,
+)
+from scheduler.runtimes.ports import check_ports_disjoint, ports_in_message
 
 log = logging.getLogger(__name__)
 
@@ -345,11 +352,8 @@ class DockerRuntime:
                 return raw.decode("utf-8", "replace")
             except docker.errors.NotFound:
                 pass
-        try:
-            text = (self._dir(name) / OUTPUT_FILE).read_text(encoding="utf-8", errors="replace")
-        except FileNotFoundError:
-            return ""
-        return tail_lines(text, tail)
+        text = read_text_in(self._dir(name), OUTPUT_FILE)
+        return tail_lines(text or "", tail)
 
     def container_name(self, task_id: str) -> str:
         """The name of ``task_id``'s container (see :func:`container_name`)."""
@@ -412,13 +416,19 @@ class DockerRuntime:
             return handle(container_id, name)  # removed by someone meanwhile: LOST
         except docker.errors.APIError as e:
             # Like a command that cannot be executed on the local runtime: the task failed,
-            # the launch did not. Record why, so observe reports it.
+            # the launch did not. Record why (and which host ports others hold, so placement
+            # avoids them), so observe reports it; and remove the container, which would
+            # otherwise stay "created" for good, one more at each retry.
+            why = explain(e)
             write_exit(self._dir(name), {
                 "state": TaskState.FAILED.value,
                 "exit_code": None,
-                "message": f"docker could not start the container: {explain(e)}",
+                "message": f"docker could not start the container: {why}",
                 "finished_at": iso(datetime.now(UTC)),
+                "ports_taken": list(ports_in_message(why)),
             })
+            with contextlib.suppress(docker.errors.APIError):
+                api.remove_container(container_id, force=True)
             return handle(container_id, name)
         attrs = inspect(api, container_id)
         started = parse_time((attrs or {}).get("State", {}).get("StartedAt"))

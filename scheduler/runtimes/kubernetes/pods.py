@@ -43,6 +43,7 @@ from scheduler.runtimes.kubernetes.names import (
     port_name,
     service_name,
 )
+from scheduler.runtimes.users import kubernetes_uid
 
 __all__ = ["PortPlan", "build_pod", "build_service", "grace_period", "parse_quantity",
            "pod_labels", "pod_requests", "port_plan", "probes", "resources_of"]
@@ -305,6 +306,8 @@ def build_pod(spec: LaunchSpec, *, namespace: str, node_name: str, image: str,
         container["ports"] = container_ports
     container.update(probes(spec, ports))
     pod_security: Json = {"runAsNonRoot": True, "seccompProfile": {"type": "RuntimeDefault"}}
+    if spec.user:
+        run_as_user = kubernetes_uid(spec.user)  # the task's own user wins over the default
     if run_as_user is not None:
         pod_security["runAsUser"] = run_as_user
     return {

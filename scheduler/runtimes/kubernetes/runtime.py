@@ -56,7 +56,14 @@ from scheduler.runtimes.kubernetes.records import (
     record_removal,
 )
 from scheduler.runtimes.kubernetes.services import ServiceKeeper
-from scheduler.runtimes.output import list_files, read_combined, read_file_in, tail_lines
+from scheduler.runtimes.output import (
+    list_files,
+    read_combined,
+    read_file_in,
+    read_text_in,
+    tail_lines,
+)
+from scheduler.runtimes.users import kubernetes_uid
 
 log = logging.getLogger(__name__)
 
@@ -65,6 +72,10 @@ SYNC_WAIT_SECONDS = 15.0
 DEFAULT_KEEP_ENDED_SECONDS = 3600.0
 # Handed to `kubectl exec` (check_command) so it reaches the same cluster the client does.
 _CLI_ENV = ("PATH", "HOME", "KUBECONFIG", "KUBERNETES_SERVICE_HOST", "KUBERNETES_SERVICE_PORT")
+
+
+class NamespaceMissing(Exception):
+    """The runtime's namespace does not exist (and was not to be created)."""
 
 
 class KubernetesRuntime:
@@ -147,6 +158,45 @@ class KubernetesRuntime:
         with self._lock:
             self._host_to_node = mapping
         return out
+
+    def check_namespace(self, create: bool = False) -> str:
+        """Make sure the namespace exists, once at start: a missing one would otherwise show
+        only as "runtime unavailable" on every pass. Returns ``"present"``, ``"created"``
+        (``create`` and it was missing: made with Pod Security ``restricted`` enforced), or
+        ``"unknown"`` (the API server does not answer, or Dromos may not read namespaces --
+        a Role limited to its namespace -- so the start goes on and the loop reports).
+        Raises :class:`NamespaceMissing` when it is missing and ``create`` is false."""
+        try:
+            core = self._api()
+            core.read_namespace(self.namespace)
+            return "present"
+        except (RuntimeUnavailable, *UNREACHABLE):
+            return "unknown"
+        except ApiException as e:
+            if e.status != 404:
+                return "unknown"
+        if not create:
+            raise NamespaceMissing(
+                f"the kubernetes namespace {self.namespace!r} does not exist: create it "
+                f"(kubectl create namespace {self.namespace}), choose another with "
+                "--kube-namespace, or start with --create-namespace")
+        try:
+            core.create_namespace({"metadata": {"name": self.namespace, "labels": {
+                "pod-security.kubernetes.io/enforce": "restricted"}}})
+        except ApiException as e:
+            if e.status != 409:  # 409: someone created it meanwhile
+                raise NamespaceMissing(f"cannot create the kubernetes namespace "
+                                       f"{self.namespace!r}: {status_message(e)}") from None
+        return "created"
+
+    def user_problem(self, user: str) -> str | None:
+        """Why pods cannot run as ``user``: not a number, or root
+        (:func:`~scheduler.runtimes.users.kubernetes_uid`)."""
+        try:
+            kubernetes_uid(user)
+        except ValueError as e:
+            return str(e)
+        return None
 
     def probe_host(self, task: Task) -> str:
         """The pod's IP when known (health checks reach the task there from inside the
@@ -364,12 +414,8 @@ class KubernetesRuntime:
                 raise self._unavailable(f"reading the output of pod {name!r}", e) from e
         except UNREACHABLE as e:
             raise self._unavailable(f"reading the output of pod {name!r}", e) from e
-        try:
-            text = (self._records(name).directory / OUTPUT_FILE).read_text(
-                encoding="utf-8", errors="replace")
-        except FileNotFoundError:
-            return ""
-        return tail_lines(text, tail)
+        text = read_text_in(self._records(name).directory, OUTPUT_FILE)
+        return tail_lines(text or "", tail)
 
     def pod_name(self, task_id: str) -> str:
         """The name of ``task_id``'s pod (see :func:`pod_name`)."""
