@@ -10,7 +10,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse, PlainTextResponse
 
-from api import chronos, events, groups, marathon, metrics, status, ui
+from api import chronos, events, groups, marathon, metrics, sharing, status, ui
 from api.auth import AuthMiddleware
 from api.limits import DEFAULT_MAX_BODY_BYTES, BodyLimitMiddleware, StrictJSONResponse
 from scheduler import __version__
@@ -89,6 +89,7 @@ def create_app(
     for router in chronos.routers:
         app.include_router(router)
     app.include_router(status.router)
+    app.include_router(sharing.router)
     app.include_router(ui.router)
     app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
     return app
