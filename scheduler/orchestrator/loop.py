@@ -72,6 +72,7 @@ class Orchestrator(SharingPass):  # sharing (issue 15) sits on top of JobCommand
             # --- sharing (issue 15): priorities, preemption, quotas; sharing_pass.py ---
             if self._sharing_pass(now, report):
                 placer = self._placer()
+            placer = self._quota_placer(placer)
             # --- end sharing ---
             self._launch_runs(now, placer, report)
             self._reconcile_all(now, health, unhealthy, report, placer)

@@ -43,7 +43,9 @@ from scheduler.model.timefmt import iso
 from scheduler.orchestrator.core import PassReport
 from scheduler.orchestrator.job_commands import JobCommands
 from scheduler.orchestrator.jobs import job_request
-from scheduler.placement.results import PlacementRequest
+from scheduler.orchestrator.quota_placer import QuotaPlacer
+from scheduler.placement.pipeline import Placer
+from scheduler.placement.results import ClusterSnapshot, PlacementRequest
 from scheduler.runtimes.base import launch_spec
 from scheduler.sharing.plan import decide
 from scheduler.sharing.quota import usage_by_team
@@ -212,6 +214,25 @@ class SharingPass(JobCommands):
             return request_id[4:].rsplit("#", 1)[0]
         run = self.store.get_run(request_id)
         return run.job if run is not None else request_id
+
+    def _quota_placer(self, placer: Placer) -> Placer:
+        """The pass's placer for the ordinary path: ``placer`` itself when no team has a
+        borrowing limit (nothing to refuse), else a :class:`QuotaPlacer` over the same
+        cluster that refuses tasks above their team's ceiling."""
+        quotas = self.quotas()
+        if not any(q.borrowing_limit is not None for q in quotas.values()):
+            return placer
+        running = self._running_for_sharing()
+        snapshot = ClusterSnapshot(tuple(self.nodes()), tuple(t.placed() for t in running))
+        return QuotaPlacer(snapshot, self.strategy, quotas=quotas,
+                           usage=usage_by_team(running), team_of=self._team_of_group)
+
+    def _team_of_group(self, group: str) -> str:
+        """The team of a placement group: an app's top-level group, or a job's ``team``."""
+        if group.startswith("job:"):
+            job = self.jobs.jobs().get(group[4:])
+            return (job.team or job.name) if job is not None else group[4:]
+        return team_of_app(group)
 
     # ------------------------------------------------------------------ inputs
 

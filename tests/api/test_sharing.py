@@ -165,3 +165,20 @@ def test_a_team_below_its_guarantee_reclaims_borrowed_capacity(
     assert {e["victimTeam"] for e in events} == {"web"}
     passes(orch)
     assert len(client.get("/v2/apps/ml/train/tasks").json()["tasks"]) == 2
+
+
+def test_a_team_at_its_borrowing_limit_waits_for_quota_and_says_so(
+        client: TestClient, orch: Orchestrator, runtime: FakeRuntime) -> None:
+    client.put("/dromos/quotas/ml", json={"guaranteed": {"cpus": 1, "mem": 1024},
+                                          "borrowingLimit": {"cpus": 1, "mem": 1024}})
+    client.post("/v2/apps", json=app("/ml/train", 1, instances=3))
+    passes(orch, 2)
+    assert len(client.get("/v2/apps/ml/train/tasks").json()["tasks"]) == 2  # 1 + 1 borrowed
+    [item] = client.get("/v2/queue").json()["queue"]
+    assert item["count"] == 1
+    reasons = {r["reason"]: r["declined"]
+               for r in item["processedOffersSummary"]["rejectSummaryLastOffers"]}
+    assert reasons["InsufficientQuota"] == 1
+    [wait] = client.get("/dromos/sharing").json()["waiting"]
+    assert wait["kind"] == "quota" and "quota" in wait["reason"]
+    assert runtime.kills == []  # room is free; the quota, not capacity, holds it back
