@@ -91,6 +91,7 @@ def build_state(o: Orchestrator) -> dict[str, Any]:
     specs = {a.id: a for a in apps}
     tasks = o.tasks()
     queue = o.queue()
+    sharing_waits = o.sharing_waits()
     jobs = o.list_jobs()
     jobs_by_name = {j.name: j for j in jobs}
 
@@ -155,6 +156,9 @@ def build_state(o: Orchestrator) -> dict[str, Any]:
                 "delayedUntil": _ts(q.delayed_until) if delayed else None,
                 "rejection": q.rejection.describe() if q.rejection else None,
             }
+        shared = sharing_waits.get(f"app:{spec.id}#0")
+        if waiting is not None and shared is not None:
+            waiting["reason"] = shared.reason
         image = spec.container.docker.image if spec.container and spec.container.docker else None
         info = o.version_info(spec.id)
         app_rows.append({
@@ -220,6 +224,20 @@ def build_state(o: Orchestrator) -> dict[str, Any]:
         "apps": app_rows,
         "jobs": job_rows,
         "dag": layout_dag(jobs, states, statuses),
+        "sharing": sharing_json(o),
+    }
+
+
+def sharing_json(o: Orchestrator) -> dict[str, Any]:
+    """Issue 15 on the page: per team ``used``/``guaranteed``/``borrowed`` (and
+    ``borrowingLimit``), what sharing keeps ``waiting`` and why (kind quota / capacity /
+    preempting), and the newest ``preemptions`` (who preempted whom and why)."""
+    waits = o.sharing_waits()
+    return {
+        "teams": o.team_usage(),
+        "waiting": [{"id": w.request_id, "kind": w.kind.value, "reason": w.reason}
+                    for _, w in sorted(waits.items())],
+        "preemptions": o.preemptions()[-20:],
     }
 
 

@@ -86,6 +86,20 @@ def render_fallback(o: Orchestrator) -> str:
             f"<td>{escape(job.description)}</td>"
             f"<td>{'disabled' if job.disabled else ''}</td></tr>"
         )
+    team_rows = "".join(
+        f"<tr><td>{escape(team)}</td>"
+        f"<td>{u['used']['cpus']:g} cpus, {u['used']['mem']:g} MiB, {u['used']['gpus']:g} gpus</td>"
+        f"<td>{u['guaranteed']['cpus']:g} cpus, {u['guaranteed']['mem']:g} MiB, "
+        f"{u['guaranteed']['gpus']:g} gpus</td>"
+        f"<td>{u['borrowed']['cpus']:g} cpus, {u['borrowed']['mem']:g} MiB, "
+        f"{u['borrowed']['gpus']:g} gpus</td></tr>"
+        for team, u in o.team_usage().items()
+    )
+    preempt_rows = "".join(
+        f"<li>{escape(str(p['preemptor']))} preempted {escape(str(p['victim']))} "
+        f"({escape(str(p['taskId']))}): {escape(str(p['reason']))}</li>"
+        for p in reversed(o.preemptions()[-20:])
+    )
     return (
         "<div class=fallback><p>This page updates itself with JavaScript; below is a "
         "snapshot. The same data as JSON: <a href=\"/ui/state\">/ui/state</a>.</p>"
@@ -94,7 +108,10 @@ def render_fallback(o: Orchestrator) -> str:
         "<h2>Services</h2><table><tr><th>app</th><th>command</th><th>instances</th>"
         f"<th>waiting</th></tr>{''.join(app_rows)}</table>"
         "<h2>Jobs</h2><table><tr><th>job</th><th>schedule</th><th>description</th><th></th>"
-        f"</tr>{''.join(job_rows)}</table></div>"
+        f"</tr>{''.join(job_rows)}</table>"
+        "<h2>Teams</h2><table><tr><th>team</th><th>used</th><th>guaranteed</th>"
+        f"<th>borrowed</th></tr>{team_rows}</table>"
+        f"<h2>Preemptions</h2><ul>{preempt_rows}</ul></div>"
     )
 
 

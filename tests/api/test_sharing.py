@@ -11,6 +11,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from api.app import create_app
+from api.snapshot import build_state
 from scheduler.clock import FakeClock
 from scheduler.config import Credentials
 from scheduler.events import DROMOS, EventBus
@@ -182,3 +183,22 @@ def test_a_team_at_its_borrowing_limit_waits_for_quota_and_says_so(
     [wait] = client.get("/dromos/sharing").json()["waiting"]
     assert wait["kind"] == "quota" and "quota" in wait["reason"]
     assert runtime.kills == []  # room is free; the quota, not capacity, holds it back
+
+
+def test_status_page_shows_teams_waits_and_preemptions(
+        client: TestClient, orch: Orchestrator) -> None:
+    client.put("/dromos/quotas/ml", json={"guaranteed": {"cpus": 1, "mem": 1024}})
+    client.post("/v2/apps", json=app("/web/a", 3))
+    passes(orch)
+    state = build_state(orch)  # what /ui/state serves (uncached)
+    assert state["sharing"]["teams"]["web"]["borrowed"]["cpus"] == 3.0
+    client.post("/v2/apps", json=app("/ml/b", 2, **{"dromos.io/priority": "critical"}))
+    passes(orch, 2)
+    state = build_state(orch)  # what /ui/state serves (uncached)
+    [p] = state["sharing"]["preemptions"]
+    assert (p["preemptor"], p["victim"]) == ("/ml/b", "/web/a")
+    [row] = [a for a in state["apps"] if a["id"] == "/ml/b"]
+    assert row["waiting"]["reason"].startswith("waiting for 1 preempted task")
+    page = client.get("/").text
+    assert "<h2>Teams</h2>" in page and "<td>ml</td>" in page
+    assert "/ml/b preempted /web/a" in page
