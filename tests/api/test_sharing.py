@@ -198,7 +198,7 @@ def test_status_page_shows_teams_waits_and_preemptions(
     [p] = state["sharing"]["preemptions"]
     assert (p["preemptor"], p["victim"]) == ("/ml/b", "/web/a")
     [row] = [a for a in state["apps"] if a["id"] == "/ml/b"]
-    assert row["waiting"]["reason"].startswith("waiting for 1 preempted task")
+    assert row["waiting"]["reason"].startswith("preempting 1 task on n1 for app:/ml/b#0")
     page = client.get("/").text
     assert "<h2>Teams</h2>" in page and "<td>ml</td>" in page
     assert "/ml/b preempted /web/a" in page
