@@ -29,9 +29,14 @@ from scheduler.sharing.quota import admit
 QUOTA_REASON = "InsufficientQuota"
 """The Dromos reason code of a quota refusal in a rejection summary."""
 
+SHARING_REASON = "PlacedBySharing"
+"""The Dromos reason code for a request the ordinary path leaves to the sharing step (a gang,
+placed all or none, or a task given GPU devices): it is placed on the next pass."""
+
 
 class QuotaPlacer(Placer):
-    """A :class:`Placer` that admits each task against its team's quota first.
+    """A :class:`Placer` that admits each task against its team's quota first, and leaves
+    the requests ``held`` names a reason for (gangs, GPU tasks) to the sharing step.
 
     ``team_of`` maps a request's ``app_id`` (an app id, or a job run's placement group) to
     its team; ``usage`` is what every team's live tasks hold at the start of the pass and is
@@ -40,14 +45,20 @@ class QuotaPlacer(Placer):
 
     def __init__(self, snapshot: ClusterSnapshot, strategy: Strategy, *,
                  quotas: Mapping[str, TeamQuota], usage: Mapping[str, Resources],
-                 team_of: Callable[[str], str]) -> None:
+                 team_of: Callable[[str], str],
+                 held: Callable[[str], str | None] = lambda _: None) -> None:
         super().__init__(snapshot, strategy)
+        self._held = held
         self._quotas = quotas
         self._usage = dict(usage)
         self._team_of = team_of
         self._nodes = len(snapshot.nodes)
 
     def _refusal(self, request: PlacementRequest) -> RejectionSummary | None:
+        why = self._held(request.app_id)
+        if why is not None:
+            return RejectionSummary(self._nodes, (StageCount(SHARING_REASON, why, self._nodes,
+                                                             self._nodes),))
         team = self._team_of(request.app_id)
         answer = admit(team, request.resources, self._usage, self._quotas)
         if answer.admitted:
@@ -74,6 +85,8 @@ class QuotaPlacer(Placer):
     def place_many(self, request: PlacementRequest,
                    count: int) -> tuple[list[Placement], RejectionSummary | None]:
         # How many the quota admits, then the pipeline's own (burst) placement of those.
+        if self._held(request.app_id) is not None:
+            return [], self._refusal(request)
         team = self._team_of(request.app_id)
         r = request.resources
         allowed = 0

@@ -35,7 +35,13 @@ from typing import Any
 from scheduler.events import DROMOS
 from scheduler.model.app import AppSpec
 from scheduler.model.job import JobRun, JobSpec, RunStatus
-from scheduler.model.priority import app_priority, job_priority, team_of_app
+from scheduler.model.priority import (
+    GANG_LABEL,
+    app_priority,
+    gang_size_for,
+    job_priority,
+    team_of_app,
+)
 from scheduler.model.quota import TeamQuota, parse_quota
 from scheduler.model.resources import Resources
 from scheduler.model.task import Task, TaskState, new_task_id
@@ -61,6 +67,24 @@ PREEMPTION_LOG = 100
 def preempted_key(task_id: str) -> str:
     """Store meta key marking ``task_id`` as killed by a preemption (value: who and why)."""
     return f"sharing:preempted:{task_id}"
+
+
+def gpus_key(task_id: str) -> str:
+    """Store meta key: the GPU device indices ``task_id`` owns on its node."""
+    return f"sharing:gpus:{task_id}"
+
+
+def _gang_size(spec: AppSpec) -> int:
+    return gang_size_for(spec.labels, spec.instances) if GANG_LABEL in spec.labels else 1
+
+
+def _held_reason(gpus: float, gang: int) -> str | None:
+    """Why the ordinary path leaves a request to the sharing step, if it does."""
+    if gang > 1:
+        return f"a gang of {gang}, placed all or none by the sharing step"
+    if gpus > 0:
+        return "GPU devices are assigned by the sharing step"
+    return None
 
 
 def _app_request_id(app_id: str, i: int) -> str:
@@ -143,6 +167,7 @@ class SharingPass(JobCommands):
             live = {t.id for t in self.store.list_tasks() if not t.state.terminal}
             for gone in self._marked - live:
                 self.store.put_meta(preempted_key(gone), None)
+                self.store.put_meta(gpus_key(gone), None)
             self._marked &= live
         pending, app_of, run_of = self._pending_for_sharing(now, apps, jobs)
         if not pending:
@@ -157,20 +182,30 @@ class SharingPass(JobCommands):
         for launch in plan.launches:
             by_request.setdefault(launch.request_id, []).append(launch)
         for request_id, launches in by_request.items():
-            with self.store.atomic():  # a gang's members are written together
-                for launch in launches:
-                    if request_id in run_of:
-                        run, job = run_of[request_id]
-                        task = self.jobs.attempt_task(run, launch.host, now)
-                        self._launch_with(launch_spec(job, task, run), task, launch, now)
-                    else:
-                        spec = apps[app_of[request_id]]
-                        task = Task(id=new_task_id(spec.id), app_id=spec.id, host=launch.host,
-                                    version=spec.version or "", state=TaskState.STAGING,
-                                    staged_at=now, ports=launch.ports)
-                        self._launch_with(launch_spec(spec, task), task, launch, now)
-                    report.launched.append(task.id)
-                    changed = True
+            staged: list[tuple[Any, Task, Launch]] = []
+            for launch in launches:
+                if request_id in run_of:
+                    run, job = run_of[request_id]
+                    task = self.jobs.attempt_task(run, launch.host, now)
+                    staged.append((launch_spec(job, task, run), task, launch))
+                else:
+                    spec = apps[app_of[request_id]]
+                    task = Task(id=new_task_id(spec.id), app_id=spec.id, host=launch.host,
+                                version=spec.version or "", state=TaskState.STAGING,
+                                staged_at=now, ports=launch.ports)
+                    staged.append((launch_spec(spec, task), task, launch))
+            # MASTER_ADDR as the runtime reaches rank 0 (a node name may not resolve).
+            master = self.runtime.probe_host(staged[0][1]) if len(staged) > 1 else None
+            with self.store.atomic():  # a gang's members are written, then launched, together
+                for _, task, launch in staged:
+                    self.store.put_task(task)
+                    if launch.gpu_devices:
+                        self.store.put_meta(gpus_key(task.id), list(launch.gpu_devices))
+                        self._marked.add(task.id)
+            for lspec, task, launch in staged:
+                self._launch_with(lspec, task, launch, now, master)
+                report.launched.append(task.id)
+                changed = True
         self._sharing_waits = {w.request_id: w for w in plan.waits}
         for w in plan.waits:
             if w.request_id in run_of:
@@ -180,9 +215,12 @@ class SharingPass(JobCommands):
                     self.store.put_run(run.with_(message=message))
         return changed
 
-    def _launch_with(self, spec: Any, task: Task, launch: Launch, now: datetime) -> None:
-        if launch.env:
-            spec = replace(spec, env={**spec.env, **launch.env})
+    def _launch_with(self, spec: Any, task: Task, launch: Launch, now: datetime,
+                     master: str | None = None) -> None:
+        env = dict(launch.env)
+        if master is not None and "MASTER_ADDR" in env:
+            env["MASTER_ADDR"] = master
+        spec = replace(spec, env={**spec.env, **env}, gpu_devices=launch.gpu_devices)
         self._launch(spec, task, now)
 
     def _apply_preempt(self, p: Preempt, now: datetime, report: PassReport) -> bool:
@@ -208,6 +246,17 @@ class SharingPass(JobCommands):
         self.bus.publish("task_preempted", now, stream=DROMOS, **body)
         return True
 
+    def _restart_broken_gang(self, spec: AppSpec, now: datetime) -> bool:
+        """A gang app missing members while others live: the gang is broken (a member
+        failed or was preempted), so the live members are killed and the whole gang is
+        placed again. Returns whether members are still alive or being killed."""
+        members = [t for t in self.store.list_tasks(spec.id)
+                   if not t.state.terminal and t.job is None]
+        for t in members:
+            if t.kill_requested_at is None:
+                self._kill(t, "gang member lost: the whole gang restarts", now)
+        return bool(members)
+
     def _request_owner(self, request_id: str) -> str:
         """The app id or job name a pending request belongs to (for people)."""
         if request_id.startswith("app:"):
@@ -220,12 +269,17 @@ class SharingPass(JobCommands):
         borrowing limit (nothing to refuse), else a :class:`QuotaPlacer` over the same
         cluster that refuses tasks above their team's ceiling."""
         quotas = self.quotas()
-        if not any(q.borrowing_limit is not None for q in quotas.values()):
+        held = {app_id: why for app_id, spec in self._apps().items()
+                if (why := _held_reason(spec.resources.gpus, _gang_size(spec))) is not None}
+        held.update({f"job:{name}": why for name, job in self.jobs.jobs().items()
+                     if (why := _held_reason(job.gpus or 0.0, 1)) is not None})
+        if not held and not any(q.borrowing_limit is not None for q in quotas.values()):
             return placer
         running = self._running_for_sharing()
         snapshot = ClusterSnapshot(tuple(self.nodes()), tuple(t.placed() for t in running))
         return QuotaPlacer(snapshot, self.strategy, quotas=quotas,
-                           usage=usage_by_team(running), team_of=self._team_of_group)
+                           usage=usage_by_team(running), team_of=self._team_of_group,
+                           held=held.get)
 
     def _team_of_group(self, group: str) -> str:
         """The team of a placement group: an app's top-level group, or a job's ``team``."""
@@ -238,6 +292,7 @@ class SharingPass(JobCommands):
 
     def _running_for_sharing(self) -> list[RunningTask]:
         jobs = self.jobs.jobs()
+        gangs = {a: _gang_size(spec) > 1 for a, spec in self._apps().items()}
         out: list[RunningTask] = []
         for t in self.store.list_tasks():
             if t.state.terminal:
@@ -252,12 +307,16 @@ class SharingPass(JobCommands):
                 res = spec.resources if spec else Resources()
                 team = team_of_app(t.app_id)
                 prio = app_priority(spec.labels) if spec else 0
+            devices = tuple(int(d) for d in self.store.get_meta(gpus_key(t.id)) or ()) \
+                if res.gpus > 0 else ()
             mark = self.store.get_meta(preempted_key(t.id)) if t.kill_requested_at else None
             preemptor = mark.get("preemptorRequest") if isinstance(mark, dict) else None
             out.append(RunningTask(
                 id=t.id, owner=t.app_id, team=team, host=t.host, resources=res,
                 priority=prio, started_at=t.started_at or t.staged_at,
-                grace_seconds=self._grace(t), ports=t.ports,
+                grace_seconds=self._grace(t), ports=t.ports, gpu_devices=devices,
+                gang=f"{t.app_id}@{t.version}" if t.job is None and gangs.get(t.app_id)
+                else None,
                 killing=t.kill_requested_at is not None,
                 preempted_for=str(preemptor) if preemptor else None))
         return out
@@ -271,10 +330,23 @@ class SharingPass(JobCommands):
         run_of: dict[str, tuple[JobRun, JobSpec]] = {}
         for app_id, q in sorted(self._queue.items()):
             spec = apps.get(app_id)
-            if spec is None or q.rejection is None or (
-                    q.delayed_until is not None and q.delayed_until > now):
+            if spec is None:
+                continue
+            size = _gang_size(spec)
+            # A broken gang restarts at once, backoff or not: its members are useless alone.
+            if size > 1 and self._restart_broken_gang(spec, now):
+                continue
+            if q.rejection is None or (q.delayed_until is not None and q.delayed_until > now):
                 continue
             request = PlacementRequest.for_app(spec)
+            if size > 1:
+                for i in range(q.count // size):  # whole gangs only
+                    rid = f"app:{app_id}#gang{i}"
+                    app_of[rid] = app_id
+                    pending.append(PendingRequest(rid, request, team_of_app(app_id),
+                                                  app_priority(spec.labels), q.since,
+                                                  gang_size=size))
+                continue
             for i in range(q.count):
                 rid = _app_request_id(app_id, i)
                 app_of[rid] = app_id
