@@ -52,9 +52,9 @@ def job(name: str, cpus: float, **extra: Any) -> dict[str, Any]:
             "epsilon": "PT30S", "cpus": cpus, "mem": 16, "retries": 0, **extra}
 
 
-def app(app_id: str, cpus: float, instances: int = 1, **labels: str) -> dict[str, Any]:
+def app(app_id: str, cpus: float, instances: int = 1, labels: dict[str, str] | None = None) -> dict[str, Any]:
     return {"id": app_id, "cmd": "sleep 100", "cpus": cpus, "mem": 16,
-            "instances": instances, "labels": labels}
+            "instances": instances, "labels": labels or {}}
 
 
 def preempted_events(o: Orchestrator) -> list[dict[str, Any]]:
@@ -109,7 +109,7 @@ def test_a_critical_app_preempts_a_service_app_which_is_requeued(
     client.post("/v2/apps", json=app("/svc", 3))
     passes(orch)
     [victim] = [t["id"] for t in client.get("/v2/apps/svc/tasks").json()["tasks"]]
-    client.post("/v2/apps", json=app("/pay", 2, **{"dromos.io/priority": "critical"}))
+    client.post("/v2/apps", json=app("/pay", 2, labels={"dromos.io/priority": "critical"}))
     passes(orch, 2)
     assert runtime.killed_ids() == [victim]
     passes(orch)
@@ -192,7 +192,7 @@ def test_status_page_shows_teams_waits_and_preemptions(
     passes(orch)
     state = build_state(orch)  # what /ui/state serves (uncached)
     assert state["sharing"]["teams"]["web"]["borrowed"]["cpus"] == 3.0
-    client.post("/v2/apps", json=app("/ml/b", 2, **{"dromos.io/priority": "critical"}))
+    client.post("/v2/apps", json=app("/ml/b", 2, labels={"dromos.io/priority": "critical"}))
     passes(orch, 2)
     state = build_state(orch)  # what /ui/state serves (uncached)
     [p] = state["sharing"]["preemptions"]

@@ -51,9 +51,9 @@ def passes(o: Orchestrator, n: int = 1) -> None:
 
 
 def app(app_id: str, cpus: float, instances: int = 1, gpus: float = 0,
-        **labels: str) -> dict[str, Any]:
+        labels: dict[str, str] | None = None) -> dict[str, Any]:
     return {"id": app_id, "cmd": "sleep 100", "cpus": cpus, "mem": 16, "gpus": gpus,
-            "instances": instances, "labels": labels}
+            "instances": instances, "labels": labels or {}}
 
 
 def envs(runtime: FakeRuntime, app_id: str) -> list[dict[str, str]]:
@@ -62,7 +62,7 @@ def envs(runtime: FakeRuntime, app_id: str) -> list[dict[str, str]]:
 
 def test_a_gang_is_launched_together_with_rank_world_size_and_master(
         client: TestClient, orch: Orchestrator, runtime: FakeRuntime) -> None:
-    assert client.post("/v2/apps", json=app("/ml/train", 2, instances=3, **GANG)).status_code \
+    assert client.post("/v2/apps", json=app("/ml/train", 2, instances=3, labels=GANG)).status_code \
         == 201
     passes(orch, 2)
     launched = envs(runtime, "/ml/train")
@@ -75,7 +75,7 @@ def test_a_gang_is_launched_together_with_rank_world_size_and_master(
 
 def test_a_gang_that_does_not_fit_whole_holds_nothing(
         client: TestClient, orch: Orchestrator, runtime: FakeRuntime) -> None:
-    client.post("/v2/apps", json=app("/ml/big", 2, instances=5, **GANG))  # 10 cpus > 8
+    client.post("/v2/apps", json=app("/ml/big", 2, instances=5, labels=GANG))  # 10 cpus > 8
     passes(orch, 3)
     assert runtime.launches == []
     [wait] = client.get("/dromos/sharing").json()["waiting"]
@@ -87,13 +87,14 @@ def test_a_gang_that_does_not_fit_whole_holds_nothing(
 
 def test_when_one_member_fails_the_whole_gang_is_retried(
         client: TestClient, orch: Orchestrator, runtime: FakeRuntime) -> None:
-    client.post("/v2/apps", json=app("/ml/train", 1, instances=3, **GANG))
+    client.post("/v2/apps", json=app("/ml/train", 1, instances=3, labels=GANG))
     passes(orch, 2)
     first = [s.task_id for s in runtime.launches]
     assert len(first) == 3
     runtime.finish(first[1], exit_code=1)
     passes(orch, 2)  # the failure is seen; the two survivors are killed
     assert sorted(runtime.killed_ids()) == sorted([first[0], first[2]])
+    assert isinstance(orch.clock, FakeClock)
     orch.clock.set(T0 + timedelta(minutes=10))  # past the app's launch backoff
     passes(orch, 3)
     again = [s for s in runtime.launches if s.task_id not in first]
