@@ -52,7 +52,8 @@ def job(name: str, cpus: float, **extra: Any) -> dict[str, Any]:
             "epsilon": "PT30S", "cpus": cpus, "mem": 16, "retries": 0, **extra}
 
 
-def app(app_id: str, cpus: float, instances: int = 1, labels: dict[str, str] | None = None) -> dict[str, Any]:
+def app(app_id: str, cpus: float, instances: int = 1,
+        labels: dict[str, str] | None = None) -> dict[str, Any]:
     return {"id": app_id, "cmd": "sleep 100", "cpus": cpus, "mem": 16,
             "instances": instances, "labels": labels or {}}
 
