@@ -6,6 +6,8 @@
   "borrowingLimit": {...}}`` (``team`` in the body is optional and must match the path) →
   the stored quota; 422 with JSON-pointer paths on bad input, nothing stored
 - ``DELETE /dromos/quotas/{team}`` → 204, or 404
+- ``POST /dromos/jobs/{name}/backfill`` ``{"from", "to", "concurrency"}`` → 202 and the
+  progress; ``GET`` the same → the progress (:mod:`scheduler.batch.backfill`)
 - ``GET /dromos/sharing`` → per team usage vs guarantee vs borrowed, every request sharing
   keeps waiting and why (quota, capacity, preempting), and the recent preemptions (who
   preempted whom and why; also on ``/dromos/events`` as ``task_preempted``).
@@ -73,3 +75,20 @@ def sharing(request: Request) -> dict[str, Any]:
                     for _, w in sorted(waits.items())],
         "preemptions": o.preemptions(),
     }
+
+
+BackfillBody = Body(..., description='{"from": ISO, "to": ISO, "concurrency": n}')
+
+
+@router.post("/dromos/jobs/{name}/backfill", status_code=202)
+def start_backfill(request: Request, name: str, body: Any = BackfillBody) -> dict[str, Any]:
+    """Run job ``name`` over a past range: every occurrence in ``[from, to]`` under the run id
+    it would have had (one that already ran is skipped), at most ``concurrency`` at once."""
+    return orch(request).start_backfill(name, body)
+
+
+@router.get("/dromos/jobs/{name}/backfill")
+def backfill_progress(request: Request, name: str) -> dict[str, Any]:
+    """``total``, ``done`` (= ``succeeded`` + ``failed`` + ``skipped``), ``active``,
+    ``pending`` and ``status`` (running / finished) of the job's latest backfill."""
+    return orch(request).backfill_progress(name)

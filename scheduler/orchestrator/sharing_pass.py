@@ -46,8 +46,8 @@ from scheduler.model.quota import TeamQuota, parse_quota
 from scheduler.model.resources import Resources
 from scheduler.model.task import Task, TaskState, new_task_id
 from scheduler.model.timefmt import iso
+from scheduler.orchestrator.backfill import BackfillCommands
 from scheduler.orchestrator.core import PassReport
-from scheduler.orchestrator.job_commands import JobCommands
 from scheduler.orchestrator.jobs import job_request
 from scheduler.orchestrator.quota_placer import QuotaPlacer
 from scheduler.placement.pipeline import Placer
@@ -91,7 +91,7 @@ def _app_request_id(app_id: str, i: int) -> str:
     return f"app:{app_id}#{i}"
 
 
-class SharingPass(JobCommands):
+class SharingPass(BackfillCommands):
     """The sharing step of a pass, and the quota commands and sharing queries the API reads."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
@@ -161,6 +161,7 @@ class SharingPass(JobCommands):
     def _sharing_pass(self, now: datetime, report: PassReport) -> bool:
         """Decide and apply (see the module docstring). Returns whether anything was launched
         or killed, i.e. whether the caller's placer is stale."""
+        self._backfill_pass(now)  # backfill runs join the queue like scheduled ones
         apps = self._apps()
         jobs = self.jobs.jobs()
         if self._marked:  # an ended app victim's mark is no longer needed
