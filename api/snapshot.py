@@ -238,6 +238,7 @@ def sharing_json(o: Orchestrator) -> dict[str, Any]:
         "waiting": [{"id": w.request_id, "kind": w.kind.value, "reason": w.reason}
                     for _, w in sorted(waits.items())],
         "preemptions": o.preemptions()[-20:],
+        "backfills": o.backfills(),
     }
 
 

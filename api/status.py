@@ -100,6 +100,12 @@ def render_fallback(o: Orchestrator) -> str:
         f"({escape(str(p['taskId']))}): {escape(str(p['reason']))}</li>"
         for p in reversed(o.preemptions()[-20:])
     )
+    backfill_rows = "".join(
+        f"<li>{escape(b['job'])} {escape(b['from'])} → {escape(b['to'])}: "
+        f"{b['done']}/{b['total']} done ({b['succeeded']} succeeded, {b['failed']} failed, "
+        f"{b['skipped']} already ran), {escape(b['status'])}</li>"
+        for b in o.backfills()
+    )
     return (
         "<div class=fallback><p>This page updates itself with JavaScript; below is a "
         "snapshot. The same data as JSON: <a href=\"/ui/state\">/ui/state</a>.</p>"
@@ -111,7 +117,8 @@ def render_fallback(o: Orchestrator) -> str:
         f"</tr>{''.join(job_rows)}</table>"
         "<h2>Teams</h2><table><tr><th>team</th><th>used</th><th>guaranteed</th>"
         f"<th>borrowed</th></tr>{team_rows}</table>"
-        f"<h2>Preemptions</h2><ul>{preempt_rows}</ul></div>"
+        f"<h2>Preemptions</h2><ul>{preempt_rows}</ul>"
+        f"<h2>Backfills</h2><ul>{backfill_rows}</ul></div>"
     )
 
 

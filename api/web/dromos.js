@@ -371,6 +371,11 @@
     if (sh.preemptions.length) parts.push(h("div", { class: "why" }, h("b", null, "preemptions"),
       h("ul", null, sh.preemptions.slice().reverse().map((p) => h("li", null,
         `${p.preemptor} preempted ${p.victim} (${shortId(p.taskId)}) on ${p.host}, ${p.kind}: ${p.reason}`)))));
+    if (sh.backfills.length) parts.push(h("div", { class: "why" }, h("b", null, "backfills"),
+      h("ul", null, sh.backfills.map((b) => h("li", { dataset: { backfill: b.job } },
+        h("b", null, b.job), ` ${b.from} → ${b.to}: `,
+        h("progress", { max: String(b.total || 1), value: String(b.done) }),
+        ` ${b.done}/${b.total} (${b.succeeded} ok, ${b.failed} failed, ${b.skipped} already ran, ${b.active} active) — ${b.status}`)))));
     body.replaceChildren(...parts);
   }
 

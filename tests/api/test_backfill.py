@@ -10,6 +10,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from api.app import create_app
+from api.snapshot import build_state
 from scheduler.clock import FakeClock
 from scheduler.config import Credentials
 from scheduler.events import EventBus
@@ -74,6 +75,10 @@ def test_every_occurrence_runs_once_with_its_scheduled_id_within_concurrency(
         "job": "etl", "from": "2026-01-01T00:00:00.000Z", "to": "2026-01-05T23:00:00.000Z",
         "concurrency": 2, "createdAt": None, "total": 5, "done": 5, "succeeded": 5,
         "failed": 0, "skipped": 0, "active": 0, "pending": 0, "status": "finished"}
+    [shown] = build_state(orch)["sharing"]["backfills"]  # the status page's data
+    assert (shown["job"], shown["done"], shown["total"]) == ("etl", 5, 5)
+    assert "etl 2026-01-01T00:00:00.000Z → 2026-01-05T23:00:00.000Z: 5/5 done" \
+        in client.get("/").text
     # Again over an overlapping range: the days that ran are skipped, not run twice.
     r = client.post("/dromos/jobs/etl/backfill",
                     json={"from": "2026-01-04T00:00:00Z", "to": "2026-01-06T23:00:00Z"})
