@@ -157,7 +157,9 @@ def build_state(o: Orchestrator) -> dict[str, Any]:
                 "rejection": q.rejection.describe() if q.rejection else None,
             }
         shared = sharing_waits.get(f"app:{spec.id}#0")
-        if waiting is not None and shared is not None:
+        # Sharing's word where it says more than the rejection: waiting for quota, or for
+        # preempted tasks to exit (a capacity wait keeps the rejection's own words).
+        if waiting is not None and shared is not None and shared.kind.value != "capacity":
             waiting["reason"] = shared.reason
         image = spec.container.docker.image if spec.container and spec.container.docker else None
         info = o.version_info(spec.id)

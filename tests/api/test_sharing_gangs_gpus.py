@@ -132,3 +132,29 @@ def test_a_freed_device_is_given_again(client: TestClient, orch: Orchestrator,
     passes(orch, 3)
     [b] = [s for s in runtime.launches if s.app_id == "/ml/b"]
     assert (b.host, b.env["CUDA_VISIBLE_DEVICES"]) == ("g2", victim.env["CUDA_VISIBLE_DEVICES"])
+
+
+def test_a_gpu_job_run_gets_a_device_and_a_higher_priority_job_preempts_a_lower_one(
+        client: TestClient, orch: Orchestrator, runtime: FakeRuntime) -> None:
+    def job(name: str, priority: str) -> dict[str, Any]:
+        return {"name": name, "command": "sleep 100", "schedule": "R0/2027-01-01T00:00:00Z/PT1H",
+                "cpus": 4, "mem": 16, "gpus": 2, "priority": priority, "team": "ml"}
+
+    for name, priority in (("low-a", "best-effort"), ("low-b", "best-effort")):
+        assert client.post("/scheduler/iso8601", json=job(name, priority)).status_code == 204
+        assert client.put(f"/scheduler/job/{name}").status_code == 204
+    passes(orch, 2)
+    launched = {s.job_name: s for s in runtime.launches}
+    assert sorted(launched) == ["low-a", "low-b"]
+    assert {launched[n].env["CUDA_VISIBLE_DEVICES"] for n in launched} == {"0,1"}
+    assert {launched[n].host for n in launched} == {"g1", "g2"}
+
+    assert client.post("/scheduler/iso8601", json=job("urgent", "critical")).status_code == 204
+    assert client.put("/scheduler/job/urgent").status_code == 204
+    passes(orch, 2)
+    [victim] = runtime.killed_ids()
+    assert victim in {launched["low-a"].task_id, launched["low-b"].task_id}
+    passes(orch)
+    [urgent] = [s for s in runtime.launches if s.job_name == "urgent"]
+    assert urgent.env["CUDA_VISIBLE_DEVICES"] == "0,1"
+    assert urgent.host == next(s.host for s in runtime.launches if s.task_id == victim)
