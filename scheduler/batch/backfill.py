@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationError
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StrictInt, ValidationError
 
 from scheduler.batch.schedule import Schedule, occurrences_between
 from scheduler.model.timefmt import iso, parse_iso
@@ -30,7 +30,7 @@ class _Request(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
     from_: AwareDatetime = Field(alias="from")
     to: AwareDatetime
-    concurrency: int = Field(default=1, ge=1, le=MAX_CONCURRENCY)
+    concurrency: StrictInt = Field(default=1, ge=1, le=MAX_CONCURRENCY)
 
 
 @dataclass(frozen=True)
@@ -64,8 +64,11 @@ def occurrences(schedule: Schedule, request: BackfillRequest) -> list[datetime]:
     """The schedule's fire times in ``[from, to]``, ascending. :class:`SpecError` at ``/to``
     when there are more than :data:`MAX_OCCURRENCES`."""
     out: list[datetime] = []
-    for t in occurrences_between(schedule, request.start - timedelta(microseconds=1),
-                                 request.end):
+    try:
+        after = request.start - timedelta(microseconds=1)
+    except OverflowError:
+        raise SpecError("Backfill is not valid", [("/from", ["is too early"])]) from None
+    for t in occurrences_between(schedule, after, request.end):
         out.append(t)
         if len(out) > MAX_OCCURRENCES:
             raise SpecError("Backfill is not valid", [(
