@@ -52,7 +52,7 @@ from scheduler.orchestrator.jobs import job_request
 from scheduler.orchestrator.quota_placer import QuotaPlacer
 from scheduler.placement.pipeline import Placer
 from scheduler.placement.results import ClusterSnapshot, PlacementRequest
-from scheduler.runtimes.base import launch_spec
+from scheduler.runtimes.base import LaunchSpec, launch_spec
 from scheduler.sharing.plan import decide
 from scheduler.sharing.quota import usage_by_team
 from scheduler.sharing.types import Launch, PendingRequest, Preempt, RunningTask, Wait
@@ -69,9 +69,11 @@ def preempted_key(task_id: str) -> str:
     return f"sharing:preempted:{task_id}"
 
 
-def gpus_key(task_id: str) -> str:
-    """Store meta key: the GPU device indices ``task_id`` owns on its node."""
-    return f"sharing:gpus:{task_id}"
+def launch_key(task_id: str) -> str:
+    """Store meta key: what the sharing step added to ``task_id``'s launch, ``{"env": {...},
+    "gpus": [device indices]}`` (the devices it owns; the env a re-launch after a crash
+    must repeat)."""
+    return f"sharing:launch:{task_id}"
 
 
 def _gang_size(spec: AppSpec) -> int:
@@ -168,7 +170,7 @@ class SharingPass(BackfillCommands):
             live = {t.id for t in self.store.list_tasks() if not t.state.terminal}
             for gone in self._marked - live:
                 self.store.put_meta(preempted_key(gone), None)
-                self.store.put_meta(gpus_key(gone), None)
+                self.store.put_meta(launch_key(gone), None)
             self._marked &= live
         pending, app_of, run_of = self._pending_for_sharing(now, apps, jobs)
         if not pending:
@@ -183,7 +185,7 @@ class SharingPass(BackfillCommands):
         for launch in plan.launches:
             by_request.setdefault(launch.request_id, []).append(launch)
         for request_id, launches in by_request.items():
-            staged: list[tuple[Any, Task, Launch]] = []
+            staged: list[tuple[LaunchSpec, Task, Launch]] = []
             for launch in launches:
                 if request_id in run_of:
                     run, job = run_of[request_id]
@@ -198,13 +200,19 @@ class SharingPass(BackfillCommands):
             # MASTER_ADDR as the runtime reaches rank 0 (a node name may not resolve).
             master = self.runtime.probe_host(staged[0][1]) if len(staged) > 1 else None
             with self.store.atomic():  # a gang's members are written, then launched, together
-                for _, task, launch in staged:
+                for i, (lspec, task, launch) in enumerate(staged):
+                    env = dict(launch.env)
+                    if master is not None and "MASTER_ADDR" in env:
+                        env["MASTER_ADDR"] = master
+                    staged[i] = (replace(lspec, env={**lspec.env, **env},
+                                         gpu_devices=launch.gpu_devices), task, launch)
                     self.store.put_task(task)
-                    if launch.gpu_devices:
-                        self.store.put_meta(gpus_key(task.id), list(launch.gpu_devices))
+                    if env or launch.gpu_devices:
+                        self.store.put_meta(launch_key(task.id), {
+                            "env": env, "gpus": list(launch.gpu_devices)})
                         self._marked.add(task.id)
-            for lspec, task, launch in staged:
-                self._launch_with(lspec, task, launch, now, master)
+            for lspec, task, _ in staged:
+                self._launch(lspec, task, now)
                 report.launched.append(task.id)
                 changed = True
         self._sharing_waits = {w.request_id: w for w in plan.waits}
@@ -216,13 +224,18 @@ class SharingPass(BackfillCommands):
                     self.store.put_run(run.with_(message=message))
         return changed
 
-    def _launch_with(self, spec: Any, task: Task, launch: Launch, now: datetime,
-                     master: str | None = None) -> None:
-        env = dict(launch.env)
-        if master is not None and "MASTER_ADDR" in env:
-            env["MASTER_ADDR"] = master
-        spec = replace(spec, env={**spec.env, **env}, gpu_devices=launch.gpu_devices)
-        self._launch(spec, task, now)
+    def _launch(self, spec: LaunchSpec, task: Task, now: datetime) -> None:
+        """Every launch, the applier's re-launch of a task written before a crash included:
+        a gang member or GPU task gets back what the sharing step gave it (gang env,
+        devices), which its definition alone does not hold."""
+        if (spec.resources.gpus > 0 or GANG_LABEL in spec.labels) and not spec.gpu_devices \
+                and "RANK" not in spec.env:
+            saved = self.store.get_meta(launch_key(task.id))
+            if isinstance(saved, dict):
+                spec = replace(spec, env={**spec.env, **saved.get("env", {})},
+                               gpu_devices=tuple(int(d) for d in saved.get("gpus", ())))
+                self._marked.add(task.id)
+        super()._launch(spec, task, now)
 
     def _apply_preempt(self, p: Preempt, now: datetime, report: PassReport) -> bool:
         task = self.store.get_task(p.victim.task_id)
@@ -308,8 +321,12 @@ class SharingPass(BackfillCommands):
                 res = spec.resources if spec else Resources()
                 team = team_of_app(t.app_id)
                 prio = app_priority(spec.labels) if spec else 0
-            devices = tuple(int(d) for d in self.store.get_meta(gpus_key(t.id)) or ()) \
-                if res.gpus > 0 else ()
+            devices: tuple[int, ...] = ()
+            if res.gpus > 0:
+                saved = self.store.get_meta(launch_key(t.id))
+                if isinstance(saved, dict):
+                    devices = tuple(int(d) for d in saved.get("gpus", ()))
+                    self._marked.add(t.id)  # (after a restart) cleaned once it ends
             mark = self.store.get_meta(preempted_key(t.id)) if t.kill_requested_at else None
             preemptor = mark.get("preemptorRequest") if isinstance(mark, dict) else None
             out.append(RunningTask(

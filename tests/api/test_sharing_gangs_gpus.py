@@ -158,3 +158,22 @@ def test_a_gpu_job_run_gets_a_device_and_a_higher_priority_job_preempts_a_lower_
     [urgent] = [s for s in runtime.launches if s.job_name == "urgent"]
     assert urgent.env["CUDA_VISIBLE_DEVICES"] == "0,1"
     assert urgent.host == next(s.host for s in runtime.launches if s.task_id == victim)
+
+
+def test_a_member_relaunched_after_a_crash_gets_its_gang_env_and_devices_again(
+        client: TestClient, orch: Orchestrator, runtime: FakeRuntime) -> None:
+    client.post("/v2/apps", json=app("/ml/train", 1, instances=2, gpus=1, labels=GANG))
+    passes(orch, 2)
+    first = {s.task_id: s for s in runtime.launches}
+    assert len(first) == 2
+    # As if Dromos died after writing the task (STAGING) and before the launch happened.
+    victim = next(iter(first))
+    task = orch.store.get_task(victim)
+    assert task is not None
+    orch.store.put_task(task.with_(handle={}))
+    passes(orch)
+    again = [s for s in runtime.launches[2:] if s.task_id == victim]
+    assert len(again) == 1
+    assert again[0].env["RANK"] == first[victim].env["RANK"]
+    assert again[0].env["CUDA_VISIBLE_DEVICES"] == first[victim].env["CUDA_VISIBLE_DEVICES"]
+    assert again[0].gpu_devices == first[victim].gpu_devices
