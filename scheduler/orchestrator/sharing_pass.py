@@ -356,16 +356,20 @@ class SharingPass(BackfillCommands):
                 continue
             if q.rejection is None or (q.delayed_until is not None and q.delayed_until > now):
                 continue
+            # Never more than the app still misses (it may have been scaled since).
+            live = sum(1 for t in self.store.list_tasks(app_id)
+                       if not t.state.terminal and t.kill_requested_at is None)
+            count = min(q.count, max(0, spec.instances - live))
             request = PlacementRequest.for_app(spec)
             if size > 1:
-                for i in range(q.count // size):  # whole gangs only
+                for i in range(count // size):  # whole gangs only
                     rid = f"app:{app_id}#gang{i}"
                     app_of[rid] = app_id
                     pending.append(PendingRequest(rid, request, team_of_app(app_id),
                                                   app_priority(spec.labels), q.since,
                                                   gang_size=size))
                 continue
-            for i in range(q.count):
+            for i in range(count):
                 rid = _app_request_id(app_id, i)
                 app_of[rid] = app_id
                 pending.append(PendingRequest(rid, request, team_of_app(app_id),
