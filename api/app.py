@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import threading
-from typing import Any
+from typing import Any, Protocol
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -12,12 +12,22 @@ from fastapi.responses import JSONResponse, PlainTextResponse
 
 from api import chronos, events, groups, marathon, metrics, sharing, status, ui
 from api.auth import AuthMiddleware
+from api.forward import ForwardWrites
 from api.limits import DEFAULT_MAX_BODY_BYTES, BodyLimitMiddleware, StrictJSONResponse
 from scheduler import __version__
 from scheduler.config import Credentials
+from scheduler.ha.elector import LeaderState
 from scheduler.model.app import AppSpec
 from scheduler.model.validation import SpecError
 from scheduler.orchestrator import Conflict, NotFound, Orchestrator
+
+
+class Replicated(Protocol):
+    """What the API needs of a replica (:class:`scheduler.ha.replica.Replica`)."""
+
+    def leadership(self) -> LeaderState: ...
+
+    def abdicate(self) -> bool: ...
 
 
 def create_app(
@@ -25,9 +35,13 @@ def create_app(
     credentials: Credentials | None = None,
     leader: str = "127.0.0.1:8080",
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
+    replica: Replicated | None = None,
 ) -> FastAPI:
     """Build the HTTP application around a (started or not) orchestrator. Request bodies
-    over ``max_body_bytes`` get 413 (see :mod:`api.limits`)."""
+    over ``max_body_bytes`` get 413 (see :mod:`api.limits`). With ``replica`` (one of several
+    replicas on the Kubernetes store), writes reaching a standby are forwarded to the leader
+    (:mod:`api.forward`) and ``/v2/info``, ``/v2/leader`` say who leads; without, this process
+    is the only one and always the leader."""
     app = FastAPI(
         title="Dromos",
         version=__version__,
@@ -39,6 +53,10 @@ def create_app(
     app.state.list_lock = threading.Lock()
     app.state.leader = leader
     app.state.port = int(leader.rsplit(":", 1)[-1]) if ":" in leader else 8080
+    app.state.replica = replica
+    if replica is not None:
+        # Innermost: requests are authenticated and size-checked here before being forwarded.
+        app.add_middleware(ForwardWrites, leadership=replica.leadership, me=leader)
     if credentials is not None and credentials.configured:
         app.add_middleware(AuthMiddleware, credentials=credentials)
     # Added last, so outermost: an oversized body is refused before anything else runs.

@@ -12,12 +12,13 @@ that each believe the other leads answer 503 instead of looping).
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
 
 import httpx
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.types import ASGIApp, Receive, Scope, Send
+
+from scheduler.ha.elector import LeaderState
 
 VIA = "X-Dromos-Via"
 WRITES = frozenset({"POST", "PUT", "PATCH", "DELETE"})
@@ -26,18 +27,10 @@ _DROP = frozenset({"connection", "keep-alive", "transfer-encoding", "te", "trail
                    "proxy-authorization", "proxy-authenticate", "host", "content-length"})
 
 
-@dataclass(frozen=True)
-class Leadership:
-    """What a replica knows right now: whether it leads, and the leader's ``host:port``."""
-
-    leading: bool
-    leader: str | None
-
-
 class ForwardWrites:
     """ASGI middleware (see the module docstring). ``leadership()`` is asked per request."""
 
-    def __init__(self, app: ASGIApp, leadership: Callable[[], Leadership], me: str,
+    def __init__(self, app: ASGIApp, leadership: Callable[[], LeaderState], me: str,
                  timeout_s: float = 30.0) -> None:
         self.app = app
         self.leadership = leadership

@@ -15,6 +15,7 @@ from pydantic import BaseModel, ConfigDict
 from api.limits import strict_dumps
 from api.presentation import app_json, orch, qbool, reads, runtime_summary, task_json
 from scheduler import __version__
+from scheduler.ha.elector import LeaderState
 from scheduler.model.app import AppSpec, normalize_app_id, parse_app
 from scheduler.model.group import app_group_overlap
 from scheduler.model.task import Task
@@ -424,16 +425,27 @@ def reset_delay(request: Request, app_id: str) -> Response:
     return Response(status_code=204)
 
 
+def leadership(request: Request) -> LeaderState:
+    """Who leads: the replica's view, or this process (no replicas: always the leader)."""
+    replica = request.app.state.replica
+    if replica is None:
+        me = request.app.state.leader
+        return LeaderState(me, True, me)
+    state: LeaderState = replica.leadership()
+    return state
+
+
 @router.get("/v2/info")
 def info(request: Request) -> dict[str, Any]:
     o = orch(request)
     leader = request.app.state.leader
+    state = leadership(request)
     return {
         "name": "dromos",
         "version": __version__,
         "buildref": "dromos-" + __version__,
-        "elected": True,
-        "leader": leader,
+        "elected": state.leading,
+        "leader": state.leader,
         "frameworkId": "dromos",
         "event_subscriber": None,
         # Strict clients build marathon_config from a fixed keyword set: Dromos's own state
@@ -464,5 +476,30 @@ def dromos_info(request: Request) -> dict[str, Any]:
 
 
 @router.get("/v2/leader")
-def leader(request: Request) -> dict[str, str]:
-    return {"leader": request.app.state.leader}
+def leader(request: Request) -> Any:
+    state = leadership(request)
+    if state.leader is None:
+        return JSONResponse({"message": "There is no leader"}, status_code=404)
+    return {"leader": state.leader}
+
+
+@router.delete("/v2/leader")
+def abdicate(request: Request) -> Any:
+    """Marathon's abdication: the leader steps down and a standby takes over. (A standby
+    forwards this to the leader, so it always reaches the one that leads.)"""
+    replica = request.app.state.replica
+    if replica is None:
+        return JSONResponse({"message": "This Dromos runs without replicas (--store "
+                             "kubernetes starts several): there is no one to hand over to"},
+                            status_code=400)
+    if not replica.abdicate():
+        return JSONResponse({"message": "There is no leader"}, status_code=404)
+    return {"message": "Leadership abdicated"}
+
+
+@router.get("/dromos/role")
+def role(request: Request) -> dict[str, Any]:
+    """Readiness of a replica: ready as leader or as standby, and which it is."""
+    state = leadership(request)
+    return {"role": "leader" if state.leading else "standby", "leader": state.leader,
+            "epoch": state.epoch}

@@ -127,10 +127,12 @@ def job_status(runs: list[JobRun]) -> tuple[str, str]:
 
 
 def schedule_info(o: Orchestrator, job: JobSpec) -> dict[str, Any]:
-    """For the status page: the schedule in words and the next run."""
+    """For the status page: the schedule in words (``describe``), the next run (``next``, ISO
+    in UTC or ``None``) and the IANA zone the schedule is read in (``zone``, ``None`` for a
+    dependent job)."""
     q = reads(o)
     s = q.job_schedule(job)
     if s is None:
-        return {"describe": "after " + ", ".join(job.parents or []), "next": None}
+        return {"describe": "after " + ", ".join(job.parents or []), "next": None, "zone": None}
     nxt = q.job_next_fire(job, o.clock.now())
-    return {"describe": describe(s), "next": iso(nxt) if nxt else None}
+    return {"describe": describe(s), "next": iso(nxt) if nxt else None, "zone": s.tz}

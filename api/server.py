@@ -13,7 +13,7 @@ import socket
 import uvicorn
 from fastapi import FastAPI
 
-from api.app import create_app
+from api.app import Replicated, create_app
 from api.sse import close_streams
 from api.standby import StandbyServer, standby_app
 from scheduler.config import ServeConfig
@@ -26,11 +26,12 @@ log = logging.getLogger("dromos.server")
 
 
 def create_server_app(orchestrator: Orchestrator, group_manager: GroupManager,
-                      config: ServeConfig) -> FastAPI:
+                      config: ServeConfig, replica: Replicated | None = None) -> FastAPI:
     """The application ``dromos serve`` runs: :func:`api.app.create_app` with the configured
-    credentials, the advertised leader address and the composition root's group manager."""
-    app = create_app(orchestrator, config.credentials, leader=f"{config.host}:{config.port}",
-                     max_body_bytes=config.max_body_bytes)
+    credentials, the advertised address, the composition root's group manager and, with the
+    Kubernetes store, the replica whose leadership decides where writes go."""
+    app = create_app(orchestrator, config.credentials, leader=config.address,
+                     max_body_bytes=config.max_body_bytes, replica=replica)
     app.state.group_manager = group_manager
     return app
 

@@ -11,6 +11,7 @@ import threading
 import time
 import weakref
 from collections.abc import Mapping, Sequence
+from datetime import datetime
 from typing import Any
 
 import networkx as nx  # type: ignore[import-untyped]
@@ -20,11 +21,12 @@ from api.presentation import job_status, reads, runtime_summary, schedule_info
 from scheduler import __version__
 from scheduler.batch import dag, stats
 from scheduler.model.app import AppSpec
+from scheduler.model.deployment import Deployment
 from scheduler.model.job import JobRun, JobSpec, RunStatus
 from scheduler.model.resources import Resources, format_port_ranges
 from scheduler.model.task import Task, TaskState
 from scheduler.model.timefmt import iso
-from scheduler.orchestrator import Orchestrator
+from scheduler.orchestrator import Orchestrator, QueueInfo
 
 RUN_HISTORY = 24
 """Runs per job on the page's timeline (newest last)."""
@@ -67,10 +69,66 @@ def _durations_json(runs: Sequence[JobRun]) -> dict[str, float | int]:
     }
 
 
+def _waiting_json(q: QueueInfo, now: datetime) -> dict[str, Any]:
+    """Why an app's instances wait: ``count``, ``since``, ``reason`` (the backoff, the
+    placement rejection summary, or "waiting for a pass"), ``delayedUntil``, ``rejection``."""
+    delayed = q.delayed_until is not None and q.delayed_until > now
+    return {
+        "count": q.count,
+        "since": _ts(q.since),
+        "reason": (f"launch delayed (backoff) until {iso(q.delayed_until)}"
+                   if delayed and q.delayed_until is not None
+                   else q.rejection.describe() if q.rejection else "waiting for a pass"),
+        "delayedUntil": _ts(q.delayed_until) if delayed else None,
+        "rejection": q.rejection.describe() if q.rejection else None,
+    }
+
+
+def deployment_rows(deployments: Sequence[Deployment], specs: Mapping[str, AppSpec],
+                    running: Mapping[str, int],
+                    waiting: Mapping[str, dict[str, Any]]) -> list[dict[str, Any]]:
+    """The deployments as the page shows them, pure.
+
+    Marathon's ``currentStep`` is the step in progress (1-based), so "step 1 of 1" is a
+    deployment that has done nothing yet; ``progress`` (0 to 1) counts the steps done plus,
+    of the step in progress, the share of wanted instances running. ``state`` is
+    ``waiting`` when an app of the step in progress has instances that cannot be placed (or
+    wait out a backoff) and ``waiting[]`` says which and why; otherwise ``in progress``.
+    ``running`` maps app ids to running task counts; ``waiting`` app ids to
+    :func:`_waiting_json` rows.
+    """
+    rows = []
+    for d in deployments:
+        total = len(d.steps)
+        index = min(d.current_step, total - 1) if total else 0
+        step = d.steps[index] if total else ()
+        wanted = have = 0
+        for _, app in step:
+            spec = specs.get(app)
+            if spec is not None and spec.instances > 0:
+                wanted += spec.instances
+                have += min(spec.instances, running.get(app, 0))
+        share = have / wanted if wanted else 0.0
+        stuck = [{"app": app, "count": w["count"], "reason": w["reason"]}
+                 for _, app in step
+                 if (w := waiting.get(app)) is not None and
+                 (w["rejection"] is not None or w["delayedUntil"] is not None)]
+        rows.append({
+            "id": d.id, "version": d.version, "affectedApps": d.affected_apps,
+            "currentStep": min(d.current_step + 1, total), "totalSteps": total,
+            "currentActions": [{"action": a.value, "app": app} for a, app in step],
+            "progress": round((min(d.current_step, total) + share) / total, 4) if total else 1.0,
+            "state": "waiting" if stuck else "in progress",
+            "waiting": stuck,
+        })
+    return rows
+
+
 def build_state(o: Orchestrator) -> dict[str, Any]:
-    """Everything the status page shows, as of now: ``runtime``, ``nodes``, ``apps``, ``jobs``
-    and ``dag``. Read-only; safe to call from any thread (the store and the orchestrator's
-    queries are thread-safe). Strings are raw user data: the page must escape them.
+    """Everything the status page shows, as of now: ``runtime``, ``nodes``, ``apps``,
+    ``deployments``, ``jobs`` and ``dag``. Read-only; safe to call from any thread (the store
+    and the orchestrator's queries are thread-safe). Strings are raw user data: the page must
+    escape them.
 
     - ``nodes[]``: ``hostname``, ``attributes``, ``ports``, ``capacity`` and ``used``
       (cpus/mem/disk/gpus held by active app tasks, by the resources of the version they run,
@@ -79,11 +137,13 @@ def build_state(o: Orchestrator) -> dict[str, Any]:
       Unhealthy/Staged plus ``killing``), ``tasks[]`` with ``health`` (``null`` = no checks or
       no result yet), ``waiting`` (``null``, or ``count`` + ``reason``: the placement rejection
       summary, or the backoff), ``lastTaskFailure``.
-    - ``jobs[]``: ``scheduleText`` (the schedule in words, or "after a, b"), ``next`` (ISO
-      time or ``null`` when disabled/exhausted/dependent), ``status``/``state`` as Chronos
-      names them, ``runs[]`` (newest last, at most :data:`RUN_HISTORY`), ``durations`` (success
-      durations in seconds over the newest :data:`STATS_RUNS` runs), ``waiting`` (why a run
-      cannot be placed, or ``null``).
+    - ``deployments[]``: :func:`deployment_rows` (step, progress, and what waits, why).
+    - ``jobs[]``: ``scheduleText`` (the schedule in words, or "after a, b"), ``zone`` (the
+      IANA zone the schedule is read in, ``null`` for a dependent job: the page shows ``next``
+      in it, as the words are), ``next`` (ISO time or ``null`` when disabled/exhausted/
+      dependent), ``status``/``state`` as Chronos names them, ``runs[]`` (newest last, at
+      most :data:`RUN_HISTORY`), ``durations`` (success durations in seconds over the newest
+      :data:`STATS_RUNS` runs), ``waiting`` (why a run cannot be placed, or ``null``).
     - ``dag``: :func:`layout_dag` of the job graph.
     """
     nodes = o.nodes()
@@ -133,6 +193,8 @@ def build_state(o: Orchestrator) -> dict[str, Any]:
     for t in tasks:
         by_app.setdefault(t.app_id, []).append(t)
     now = o.clock.now()
+    running_of: dict[str, int] = {}
+    waiting_of: dict[str, dict[str, Any]] = {}
     for spec in apps:
         ts = by_app.get(spec.id, [])
         task_rows = []
@@ -144,23 +206,16 @@ def build_state(o: Orchestrator) -> dict[str, Any]:
                 "message": t.message,
             })
         q = queue.get(spec.id)
-        waiting = None
-        if q is not None:
-            delayed = q.delayed_until is not None and q.delayed_until > now
-            waiting = {
-                "count": q.count,
-                "since": _ts(q.since),
-                "reason": (f"launch delayed (backoff) until {iso(q.delayed_until)}"
-                           if delayed and q.delayed_until is not None
-                           else q.rejection.describe() if q.rejection else "waiting for a pass"),
-                "delayedUntil": _ts(q.delayed_until) if delayed else None,
-                "rejection": q.rejection.describe() if q.rejection else None,
-            }
-        shared = sharing_waits.get(f"app:{spec.id}#0")
+        waiting = _waiting_json(q, now) if q is not None else None
+        shared = sharing_waits.get(f"app:{spec.id}#0") or \
+            sharing_waits.get(f"app:{spec.id}#gang0")
         # Sharing's word where it says more than the rejection: waiting for quota, or for
         # preempted tasks to exit (a capacity wait keeps the rejection's own words).
         if waiting is not None and shared is not None and shared.kind.value != "capacity":
             waiting["reason"] = shared.reason
+        if waiting is not None:
+            waiting_of[spec.id] = waiting
+        running_of[spec.id] = sum(t.state is TaskState.RUNNING for t in ts)
         image = spec.container.docker.image if spec.container and spec.container.docker else None
         info = o.version_info(spec.id)
         app_rows.append({
@@ -176,7 +231,7 @@ def build_state(o: Orchestrator) -> dict[str, Any]:
             "constraints": [c.to_json() for c in spec.constraints],
             "healthChecks": len(spec.healthChecks),
             "counts": {
-                "running": sum(t.state is TaskState.RUNNING for t in ts),
+                "running": running_of[spec.id],
                 "staged": sum(t.state in (TaskState.STAGING, TaskState.STARTING) for t in ts),
                 "healthy": sum(r["health"] is True for r in task_rows),
                 "unhealthy": sum(r["health"] is False for r in task_rows),
@@ -186,6 +241,7 @@ def build_state(o: Orchestrator) -> dict[str, Any]:
             "waiting": waiting,
             "lastTaskFailure": o.last_task_failure(spec.id),
         })
+    deployments = deployment_rows(o.deployments(), specs, running_of, waiting_of)
 
     job_rows = []
     states: dict[str, str] = {}
@@ -206,6 +262,7 @@ def build_state(o: Orchestrator) -> dict[str, Any]:
             "schedule": j.schedule or "",
             "scheduleTimeZone": j.time_zone if j.schedule else "",
             "scheduleText": info_["describe"],
+            "zone": info_["zone"],
             "next": None if j.disabled or not j.schedule else info_["next"],
             "parents": list(j.parents or []),
             "disabled": j.disabled,
@@ -224,6 +281,7 @@ def build_state(o: Orchestrator) -> dict[str, Any]:
                     "error": o.runtime_error, "summary": runtime_summary(o)},
         "nodes": node_rows,
         "apps": app_rows,
+        "deployments": deployments,
         "jobs": job_rows,
         "dag": layout_dag(jobs, states, statuses),
         "sharing": sharing_json(o),

@@ -1,6 +1,12 @@
 """The status page at ``/``: a shell that ``api/web/dromos.js`` fills and keeps live from
 ``/ui/events`` (server-sent events; see :mod:`api.ui`).
 
+The page carries the snapshot ``GET /ui/state`` answers inline (a JSON data block, never
+executed), and the script renders it before the page's load event; only then does it open
+the stream. A headless browser's ``--dump-dom`` or ``--screenshot``, which capture the page at
+its load event, so capture data, and nothing waits for the stream to go quiet. (A ``fetch`` of
+``/ui/state`` from the script would not do: the load event does not wait for it.)
+
 What the server renders itself is little and escaped with :func:`html.escape`: the runtime's
 state in the header, and a plain ``<noscript>`` summary (nodes, apps with their commands and
 why instances wait, jobs) for a browser without JavaScript or a ``curl``. The page's script
@@ -18,9 +24,11 @@ from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse
 
 from api.presentation import WEB_DIR, reads, schedule_info
+from api.snapshot import state_cache, with_time
 from scheduler import __version__
 from scheduler.model.resources import Resources, format_port_ranges
 from scheduler.model.task import TaskState
+from scheduler.model.timefmt import iso
 from scheduler.orchestrator import Orchestrator
 
 router = APIRouter()
@@ -71,7 +79,7 @@ def render_fallback(o: Orchestrator) -> str:
         if q is not None:
             reason = q.rejection.describe() if q.rejection else "waiting for a pass"
             if q.delayed_until is not None:
-                reason = f"launch delayed (backoff) until {q.delayed_until:%H:%M:%S}"
+                reason = f"launch delayed (backoff) until {iso(q.delayed_until)}"
             why = f"{q.count} waiting: {escape(reason)}"
         command = spec.cmd or " ".join(spec.args or [])
         app_rows.append(
@@ -136,7 +144,14 @@ def render(o: Orchestrator) -> str:
         .replace("{{RUNTIME_CLASS}}", runtime_class)
         .replace("{{RUNTIME_TEXT}}", escape(runtime_text))
         .replace("{{FALLBACK}}", render_fallback(o))
+        .replace("{{STATE}}", inline_json(with_time(o, state_cache(o).get(o))))
     )
+
+
+def inline_json(text: str) -> str:
+    """JSON text made safe inside a ``<script>`` data block: ``<``, ``>`` and ``&`` as
+    ``\\u`` escapes (the same JSON value), so no user string can end the block."""
+    return text.replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
 
 
 @router.get("/", response_class=HTMLResponse, include_in_schema=False)

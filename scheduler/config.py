@@ -50,6 +50,18 @@ class ServeConfig:
     standby: bool = False
     # How feasible nodes are ranked: "binpack" (default), "balanced" or "spread".
     placement: str = "binpack"
+    # Where state lives: "sqlite" (the state dir) or "kubernetes" (dromos.io objects; several
+    # replicas elect a leader on a Lease). The address other replicas forward writes to.
+    store: str = "sqlite"
+    advertise: str | None = None
+    lease_seconds: float = 15.0
+    renew_deadline_seconds: float = 10.0
+    retry_seconds: float = 2.0
+
+    @property
+    def address(self) -> str:
+        """``host:port`` this Dromos is reached at (what /v2/leader names)."""
+        return self.advertise or f"{self.host}:{self.port}"
 
 
 MIN_TOKEN_LENGTH = 16

@@ -1,8 +1,10 @@
 // Dromos status page. Hand-written, no dependencies, no build step.
 //
-// Data: /ui/events (server-sent events) sends `state` (a full snapshot, see api/ui.py
-// build_state) and `bus` (one event of the Marathon or Dromos stream). Every section is
-// re-rendered from the latest snapshot; the events feed only grows.
+// Data: the page carries a snapshot inline (#dromos-state, the document GET /ui/state
+// answers; see api/snapshot.py build_state), rendered at once; after the load event
+// /ui/events (server-sent events) sends `state` (a full snapshot) and `bus` (one event of
+// the Marathon or Dromos stream). Every section is re-rendered from the latest snapshot;
+// the events feed only grows.
 //
 // Safety rule: user-provided strings (app ids, commands, labels, job names, descriptions,
 // messages, log output) only ever reach the page as text nodes (h() below, textContent) or
@@ -91,16 +93,35 @@
     const d = Date.parse(iso) - now();
     return d <= 0 ? "due now" : `in ${span(d)}`;
   }
-  function clock(iso) {
-    if (!iso) return "–";
-    const d = new Date(iso);
-    const t = d.toLocaleTimeString([], { hour: "2-digit", minute: "2-digit", second: "2-digit", hour12: false });
-    const ref = new Date(now());
-    if (ref.toDateString() === d.toDateString()) return t;
-    const sameYear = ref.getFullYear() === d.getFullYear();
-    const day = d.toLocaleDateString([], sameYear ? { month: "short", day: "numeric" } : { year: "numeric", month: "short", day: "numeric" });
-    return `${day} ${t}`;
+  /** The browser's IANA zone: absolute times without a zone of their own are shown in it. */
+  const localZone = Intl.DateTimeFormat().resolvedOptions().timeZone || "UTC";
+
+  /** The calendar fields of a moment in a zone (null zone: the browser's). */
+  function fields(ms, zone) {
+    const parts = {};
+    const f = new Intl.DateTimeFormat("en-US", {
+      timeZone: zone || undefined, year: "numeric", month: "short", day: "numeric",
+      hour: "2-digit", minute: "2-digit", second: "2-digit", hourCycle: "h23", timeZoneName: "short",
+    });
+    for (const p of f.formatToParts(ms)) parts[p.type] = p.value;
+    return parts;
   }
+
+  /** "14:05:09", "Dec 5 02:00:00" or "Dec 5, 2031 02:00:00": the date only when it is not
+   * today (in that zone). With `zone` (an IANA name) the time is read there, else in the
+   * browser's zone; `label` appends the zone's short name ("CET", "GMT+1"). */
+  function clock(iso, zone = null, label = false) {
+    if (!iso) return "–";
+    let d, ref;
+    try { d = fields(Date.parse(iso), zone); ref = fields(now(), zone); } catch (e) { return clock(iso, null, true); }
+    const t = `${d.hour}:${d.minute}:${d.second}`;
+    const day = ref.year === d.year && ref.month === d.month && ref.day === d.day ? ""
+      : ref.year === d.year ? `${d.month} ${d.day} ` : `${d.month} ${d.day}, ${d.year} `;
+    return `${day}${t}${label ? ` ${d.timeZoneName}` : ""}`;
+  }
+
+  /** A text node's element that keeps saying how long ago `iso` was (see tick()). */
+  const agoEl = (iso, tag = "span", attrs = {}) => h(tag, { ...attrs, dataset: { ago: iso } }, ago(iso));
   const shortId = (id) => (id && id.length > 22 ? `${id.slice(0, 10)}…${id.slice(-6)}` : id || "");
 
   function toast(text, bad = false) {
@@ -133,8 +154,8 @@
     renderSharing(state.sharing);
     renderJobs(state.jobs);
     renderDag(state.dag);
+    renderDeployments(state.deployments);
     renderLogTargets(state);
-    refreshDeployments();
     tick();
   }
 
@@ -219,7 +240,7 @@
     }
     const f = a.lastTaskFailure;
     if (f && f.timestamp && now() - Date.parse(f.timestamp) < 3600e3) {
-      parts.push(h("div", { class: "fail-note", title: f.taskId || "" }, `last failure ${ago(f.timestamp)}: ${f.message || f.state}`));
+      parts.push(h("div", { class: "fail-note", title: f.taskId || "" }, "last failure ", agoEl(f.timestamp), `: ${f.message || f.state}`));
     }
     return parts;
   }
@@ -241,7 +262,7 @@
         instanceBar(a),
         h("div", { class: "counts-sub" }, [a.healthChecks ? `${a.counts.healthy} healthy` : null, `${a.counts.staged} staged`, a.counts.killing ? `${a.counts.killing} stopping` : null].filter(Boolean).join(" · "))),
       h("td", null, healthCell(a)),
-      h("td", { title: `version ${a.version || "?"}\nconfig changed ${a.lastConfigChangeAt || "?"}` }, h("div", null, ago(a.version)), h("div", { class: "counts-sub" }, clock(a.version))),
+      h("td", { title: `version ${a.version || "?"}\nconfig changed ${a.lastConfigChangeAt || "?"}` }, agoEl(a.version, "div"), h("div", { class: "counts-sub" }, clock(a.version, null, true))),
       h("td", null,
         h("div", null, `${num(a.resources.cpus)} CPU · ${mem(a.resources.mem)}`),
         a.constraints.length ? h("div", { class: "chips" }, a.constraints.map((c) => h("span", { class: "chip constraint" }, c.join(" ")))) : null),
@@ -258,7 +279,7 @@
             h("td", null, t.ports.join(", ")),
             h("td", null, h("span", { class: `state ${t.state}` }, t.state.replace("TASK_", "").toLowerCase())),
             h("td", null, t.health === true ? h("span", { class: "ok-text" }, "healthy") : t.health === false ? h("span", { class: "bad-text" }, "unhealthy") : h("span", { class: "muted" }, "–")),
-            h("td", { title: t.startedAt || "" }, t.startedAt ? ago(t.startedAt) : "–"),
+            h("td", { title: t.startedAt || "" }, t.startedAt ? agoEl(t.startedAt) : "–"),
             h("td", null, h("button", { class: "link", onclick: () => openLogs(t.id) }, "logs")),
           )))
         : h("p", { class: "empty" }, "No tasks.");
@@ -279,47 +300,34 @@
   }
 
   // ------------------------------------------------------------------ deployments
-  // Shown only when this Dromos serves Marathon's /v2/deployments (Marathon's shape).
+  // From the snapshot (api/snapshot.py deployment_rows); the section shows while any runs.
 
-  let deploymentsApi = null; // null: unknown yet, false: absent, true: present
-  let deploymentsAt = 0;
-
-  async function refreshDeployments() {
-    if (deploymentsApi === false || Date.now() - deploymentsAt < 2000) return;
-    deploymentsAt = Date.now();
-    try {
-      const r = await fetch("/v2/deployments");
-      if (!r.ok) { deploymentsApi = r.status === 404 || r.status === 405 ? false : deploymentsApi; return; }
-      const list = await r.json();
-      if (!Array.isArray(list)) { deploymentsApi = false; return; }
-      deploymentsApi = true;
-      renderDeployments(list);
-    } catch (e) { /* offline for a moment: the next snapshot tries again */ }
+  function deploymentNow(d) {
+    if (d.state !== "waiting") return (d.currentActions || []).map((x) => h("div", null, `${x.action} ${x.app || ""}`));
+    return d.waiting.map((w) => h("div", { class: "why" },
+      h("b", null, `waiting: ${w.count} instance${w.count === 1 ? "" : "s"} of ${w.app}`), " — ", h("span", { class: "reason" }, w.reason)));
   }
 
   function renderDeployments(list) {
     const sec = $("#deployments");
-    sec.hidden = false;
-    const body = $(".body", sec);
-    if (!list.length) { body.replaceChildren(h("p", { class: "empty" }, "No deployment in progress.")); return; }
-    body.replaceChildren(h("table", { class: "grid" },
+    sec.hidden = !list.length;
+    if (!list.length) return;
+    $(".body", sec).replaceChildren(h("table", { class: "grid" },
       h("tr", null, ["Deployment", "Apps", "Progress", "Now", ""].map((t) => h("th", null, t))),
-      list.map((d) => {
-        const total = d.totalSteps || (d.steps ? d.steps.length : 0) || 1;
-        const cur = Math.min(total, d.currentStep || 0);
-        return h("tr", null,
-          h("td", { title: d.id }, h("code", null, shortId(d.id)), h("div", { class: "counts-sub" }, ago(d.version))),
-          h("td", null, (d.affectedApps || []).join(", ")),
-          h("td", null, h("div", { class: "dbar" }, h("i", { "width%": (100 * cur) / total })), h("div", { class: "counts-sub" }, `step ${cur} of ${total}`)),
-          h("td", null, (d.currentActions || []).map((x) => h("div", null, `${x.action} ${x.app || ""}`))),
-          h("td", null, h("button", {
-            onclick: async (ev) => {
-              ev.target.disabled = true;
-              const r = await fetch(`/v2/deployments/${encodeURIComponent(d.id)}`, { method: "DELETE" });
-              toast(r.ok ? `Cancelling deployment ${shortId(d.id)}` : `Cancel failed: ${r.status}`, !r.ok);
-            },
-          }, "Cancel")));
-      })));
+      list.map((d) => h("tr", { class: `deployment ${d.state === "waiting" ? "waiting" : ""}`, dataset: { deployment: d.id } },
+        h("td", { title: d.id }, h("code", null, shortId(d.id)), agoEl(d.version, "div", { class: "counts-sub" })),
+        h("td", null, (d.affectedApps || []).join(", ")),
+        h("td", null,
+          h("div", { class: `dbar${d.state === "waiting" ? " waiting" : ""}`, title: `${Math.round(100 * d.progress)}% done` }, h("i", { "width%": 100 * d.progress })),
+          h("div", { class: "counts-sub" }, `step ${d.currentStep} of ${d.totalSteps}`, d.state === "waiting" ? [" · ", h("span", { class: "pill wait" }, "waiting")] : null)),
+        h("td", null, deploymentNow(d)),
+        h("td", null, h("button", {
+          onclick: async (ev) => {
+            ev.target.disabled = true;
+            const r = await fetch(`/v2/deployments/${encodeURIComponent(d.id)}`, { method: "DELETE" });
+            toast(r.ok ? `Cancelling deployment ${shortId(d.id)}` : `Cancel failed: ${r.status}`, !r.ok);
+          },
+        }, "Cancel"))))));
   }
 
   // ------------------------------------------------------------------ cluster
@@ -382,7 +390,8 @@
   // ------------------------------------------------------------------ jobs
 
   function runTitle(r) {
-    const bits = [`${r.status}`, `${r.trigger} run`, clock(r.startedAt || r.scheduledFor || r.createdAt)];
+    if (r.trigger === "marked") return `success, marked (not run) · ${clock(r.finishedAt, null, true)}\n${r.id}`;
+    const bits = [`${r.status}`, `${r.trigger} run`, clock(r.startedAt || r.scheduledFor || r.createdAt, null, true)];
     if (r.duration !== null && r.duration !== undefined) bits.push(dur(r.duration));
     if (r.exitCode !== null && r.exitCode !== undefined) bits.push(`exit ${r.exitCode}`);
     if (r.attempt) bits.push(`attempt ${r.attempt + 1}`);
@@ -390,6 +399,7 @@
   }
 
   function jobButtons(j) {
+    const ran = j.runs.filter((r) => r.trigger !== "marked"); // a marked success has no output
     return h("div", { class: "actions" },
       h("button", {
         class: "primary", title: "start a manual run now",
@@ -408,7 +418,17 @@
           catch (e) { toast(`Failed: ${e.message}`, true); ev.target.disabled = false; }
         },
       }, j.disabled ? "Enable" : "Disable"),
-      j.runs.length ? h("button", { class: "link", onclick: () => openLogs(j.runs[j.runs.length - 1].id) }, "logs") : null);
+      ran.length ? h("button", { class: "link", onclick: () => openLogs(ran[ran.length - 1].id) }, "logs") : null);
+  }
+
+  /** When a job runs next: in the zone its schedule is read in (the zone its words name),
+   * with that zone's name, the browser's own time in the tooltip, and a countdown. */
+  function nextRun(j) {
+    const zone = j.zone || "UTC";
+    return [
+      h("div", { class: "next-at", title: `${clock(j.next, null, true)} in this browser's zone (${localZone})` },
+        clock(j.next, zone), " ", h("span", { class: "zone" }, zone)),
+      h("div", { class: "countdown", dataset: { countdown: j.next } }, until(j.next))];
   }
 
   function renderJobs(jobs) {
@@ -434,11 +454,11 @@
             h("div", { class: "schedule-text" }, j.scheduleText),
             j.schedule ? h("code", { class: "counts-sub", title: "the schedule as written" }, j.schedule) : null),
           h("td", null, j.next
-            ? [h("div", null, clock(j.next)), h("div", { class: "countdown", dataset: { countdown: j.next } }, until(j.next))]
+            ? nextRun(j)
             : h("span", { class: "muted" }, j.disabled ? "disabled" : j.parents.length ? "when parents succeed" : "none")),
           h("td", null, j.runs.length
             ? h("div", { class: "timeline" }, j.runs.map((r) => h("span", {
-              class: `run ${r.status}`, title: runTitle(r), dataset: { run: r.id }, onclick: () => openLogs(r.id),
+              class: `run ${r.status}${r.trigger === "marked" ? " marked" : ""}`, title: runTitle(r), dataset: { run: r.id }, onclick: r.trigger === "marked" ? null : () => openLogs(r.id),
             })))
             : h("span", { class: "muted" }, "no runs yet")),
           h("td", null, d.count
@@ -556,6 +576,7 @@
       case "job_run_started":
         return `${e.job} started on ${e.host}${e.attempt ? ` (attempt ${e.attempt + 1})` : ""}`;
       case "job_run_finished":
+        if (e.trigger === "marked") return `${e.job} marked successful (not run)`;
         return `${e.job} ${e.status}${e.exitCode !== null && e.exitCode !== undefined ? ` (exit ${e.exitCode})` : ""}${e.message && e.status !== "success" ? `: ${e.message}` : ""}`;
       case "job_run_retrying":
         return `${e.job} will retry (attempt ${e.attempt + 1})${e.message ? `: ${e.message}` : ""}`;
@@ -598,9 +619,9 @@
     const list = $("#event-list");
     const target = e.runId || e.taskId;
     const li = h("li", { class: `k-${eventKind(e)}${fresh ? " new" : ""}`, dataset: { type: e.eventType, seq: e.seq } },
-      h("span", { class: "ev-time", title: e.timestamp }, clock(e.timestamp)),
+      h("span", { class: "ev-time", title: `${e.timestamp} (shown in ${localZone})` }, clock(e.timestamp)),
       h("span", { class: `ev-type ${eventLook(e)}`, title: `${e.eventType} (${e.stream} stream)` }, eventLabel(e.eventType)),
-      h("span", { class: "ev-text" }, eventText(e), target && (e.runId || e.eventType === "status_update_event") ? [" ", h("button", { class: "link", onclick: () => openLogs(e.runId || e.taskId) }, "logs")] : null));
+      h("span", { class: "ev-text" }, eventText(e), target && e.trigger !== "marked" && (e.runId || e.eventType === "status_update_event") ? [" ", h("button", { class: "link", onclick: () => openLogs(e.runId || e.taskId) }, "logs")] : null));
     list.prepend(li);
     while (list.children.length > MAX_EVENTS) list.lastElementChild.remove();
   }
@@ -687,6 +708,7 @@
   // ------------------------------------------------------------------ ticking clocks
 
   function tick() {
+    for (const el of document.querySelectorAll("[data-ago]")) el.textContent = ago(el.dataset.ago);
     for (const el of document.querySelectorAll("[data-countdown]")) {
       el.textContent = until(el.dataset.countdown);
       el.classList.toggle("soon", Date.parse(el.dataset.countdown) - now() < 60e3);
@@ -698,6 +720,19 @@
 
   const conn = $("#conn");
   let lostTimer = null;
+
+  /** Render a snapshot (the page's inline one, or one from the stream). */
+  let shown = ""; // the rendered snapshot, without its serverTime
+  function apply(st) {
+    clockOffset = Date.parse(st.serverTime) - Date.now();
+    // The stream's first snapshot is usually the one the page came with: keep the DOM.
+    const key = JSON.stringify({ ...st, serverTime: null });
+    if (key === shown) return;
+    shown = key;
+    state = st;
+    render();
+    document.body.dataset.ready = "1";
+  }
 
   function connect() {
     const es = new EventSource("/ui/events");
@@ -711,14 +746,19 @@
       if (!lostTimer) lostTimer = setTimeout(() => { conn.className = "pill wait"; conn.textContent = "reconnecting…"; }, 3000);
     });
     es.addEventListener("state", (m) => {
-      const st = JSON.parse(m.data);
-      clockOffset = Date.parse(st.serverTime) - Date.now();
-      state = st;
-      render();
+      apply(JSON.parse(m.data));
+      document.body.dataset.live = "1";
       conn.title = `last update ${new Date().toLocaleTimeString()}`;
-      document.body.dataset.ready = "1";
     });
     es.addEventListener("bus", (m) => addEvent(JSON.parse(m.data), document.body.dataset.ready === "1"));
   }
-  connect();
+
+  // First the snapshot the page came with (the document GET /ui/state answers, inline), so
+  // the page has its data by its load event, which is when headless browsers capture it
+  // (--dump-dom, --screenshot); then, once loaded, the live stream.
+  $("#events .panel-head").append(h("span", { class: "hint" }, `times in ${localZone}`));
+  const inline = $("#dromos-state");
+  if (inline && inline.textContent.trim()) apply(JSON.parse(inline.textContent));
+  if (document.readyState === "complete") connect();
+  else window.addEventListener("load", connect, { once: true });
 })();

@@ -70,6 +70,11 @@ def _serve(args: argparse.Namespace) -> int:
             max_body_bytes=parse_body_limit(args.max_body_bytes),
             standby=args.standby,
             placement=args.placement,
+            store=args.store or default_store(args.runtime),
+            advertise=args.advertise,
+            lease_seconds=args.lease_duration,
+            renew_deadline_seconds=args.renew_deadline,
+            retry_seconds=args.retry_period,
         )
         serve: ServeFunction | None = getattr(args, "serve", None)
         if serve is None:
@@ -94,6 +99,12 @@ def _serve(args: argparse.Namespace) -> int:
     except ConfigError as e:
         print(f"dromos: {e}", file=sys.stderr)
         return 2
+
+
+def default_store(runtime: str) -> str:
+    """Kubernetes when Dromos runs in a cluster with the Kubernetes runtime, else SQLite."""
+    in_cluster = bool(os.environ.get("KUBERNETES_SERVICE_HOST"))
+    return "kubernetes" if runtime == "kubernetes" and in_cluster else "sqlite"
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -126,6 +137,20 @@ def build_parser() -> argparse.ArgumentParser:
                        help="rank feasible nodes: fullest first (binpack), fullest first "
                             "keeping free mem:cpu level (balanced: fewer nodes on mixed "
                             "demand), or emptiest first (spread)")
+    serve.add_argument("--store", choices=["sqlite", "kubernetes"],
+                       help="where state lives: SQLite in --state-dir (default), or "
+                            "dromos.io objects in the Kubernetes API, shared by replicas that "
+                            "elect a leader (default for --runtime kubernetes in a cluster)")
+    serve.add_argument("--advertise", metavar="HOST:PORT",
+                       help="the address other replicas forward writes to and /v2/leader "
+                            "names (default --host:--port)")
+    serve.add_argument("--lease-duration", type=float, default=15.0,
+                       help="--store kubernetes: seconds a leader's Lease lasts (15)")
+    serve.add_argument("--renew-deadline", type=float, default=10.0,
+                       help="--store kubernetes: a leader that has not renewed for this long "
+                            "stops leading and writing (10)")
+    serve.add_argument("--retry-period", type=float, default=2.0,
+                       help="--store kubernetes: seconds between election attempts (2)")
     serve.add_argument("--standby", action="store_true",
                        help="if another Dromos holds --state-dir, wait (answering /ping as a "
                             "standby) and take over when it exits, instead of refusing")
@@ -363,8 +388,8 @@ def _jobs(args: argparse.Namespace) -> int:
         d = j["durations"]
         rows.append([
             j["name"], j["scheduleText"], _until(j["next"]) if j["next"] else "-",
-            f"{last['status']} {_ago(last.get('finishedAt') or last.get('createdAt'))}"
-            if last else "-",
+            f"{last['status']}{' (marked)' if last.get('trigger') == 'marked' else ''} "
+            f"{_ago(last.get('finishedAt') or last.get('createdAt'))}" if last else "-",
             status, j["successCount"], j["errorCount"],
             _seconds(d["median"]) if d["count"] else "-",
             _seconds(d["p95"]) if d["count"] else "-",

@@ -76,7 +76,7 @@ class LeaderState:
     me: str
     leading: bool
     leader: str | None
-    epoch: int | None
+    epoch: int | None = None
 
 
 class LeaderElector:
@@ -99,6 +99,7 @@ class LeaderElector:
         self._last_renew = float("-inf")
         # After abdicating, stay out of the race for one lease so another replica wins it.
         self._sit_out_until = float("-inf")
+        self._expires_at = float("-inf")  # of the lease a standby waits on
         self._lock = threading.Lock()
 
     # ------------------------------------------------------------------ what others read
@@ -132,6 +133,7 @@ class LeaderElector:
             intent = decide(self.me, seen, mono_now=mono, wall_now=wall,
                             lease_s=int(self.timings.lease_s))
             if isinstance(intent, Wait):
+                self._expires_at = intent.expires_at
                 self._not_renewed(mono, lost_to=intent.holder)
                 return
             if isinstance(intent, Create):
@@ -185,11 +187,24 @@ class LeaderElector:
             log.warning("could not release the lease: %s", e)
         return True
 
+    def next_step_in(self) -> float:
+        """Seconds until the next :meth:`step`. A leader renews every ``retry_s``. A standby
+        reads four times as often, so it sees the leader's last renewal at most
+        ``retry_s / 4`` late (expiry counts from when it saw it), and it tries at the very
+        moment the lease it waits on expires: takeover comes about ``lease_s`` after the
+        leader's last renewal, not up to ``lease_s + 2 * retry_s`` (client-go's worst case)."""
+        retry = self.timings.retry_s
+        if self.state().leading:
+            return retry
+        until_expiry = self._expires_at - self._mono()
+        return max(0.0, min(retry / 4, until_expiry)) if until_expiry > 0 else retry / 4
+
     def run(self, stop: threading.Event) -> None:
-        """Repeat :meth:`step` every ``retry_s`` until ``stop`` is set; then release the lease."""
+        """Repeat :meth:`step` (see :meth:`next_step_in`) until ``stop`` is set; then release
+        the lease."""
         while not stop.is_set():
             self.step()
-            stop.wait(self.timings.retry_s)
+            stop.wait(self.next_step_in())
         if self.state().leading:
             self.abdicate()
 

@@ -357,9 +357,13 @@ class RunStatus(StrEnum):
 
 
 class Trigger(StrEnum):
+    """What made a run. ``marked``: no run at all, a success recorded by ``PUT
+    /scheduler/job/success/{name}`` (status ``success``, no start, no duration, no task)."""
+
     SCHEDULE = "schedule"
     MANUAL = "manual"
     DEPENDENCY = "dependency"
+    MARKED = "marked"
 
 
 def scheduled_run_id(job: str, scheduled_for: datetime) -> str:
@@ -375,6 +379,10 @@ def dependency_run_id(job: str) -> str:
     return f"{job}:dep-{uuid.uuid4()}"
 
 
+def marked_run_id(job: str) -> str:
+    return f"{job}:marked-{uuid.uuid4()}"
+
+
 def attempt_task_id(run_id: str, attempt: int) -> str:
     """The runtime task id of one attempt; a task id runs at most once, so retries differ."""
     return run_id if attempt == 0 else f"{run_id}.retry{attempt}"
@@ -384,8 +392,9 @@ def attempt_task_id(run_id: str, attempt: int) -> str:
 class JobRun:
     """One run of a job (all its attempts). Persisted *before* anything is launched.
 
-    ``scheduled_for`` is the occurrence a scheduled run belongs to (``None`` for manual and
-    dependency runs). ``attempt`` counts retries (0 = first try); ``task_id`` is the current
+    ``scheduled_for`` is the occurrence a scheduled run belongs to, the time a manual run was
+    requested (what the run sees as ``DROMOS_SCHEDULED_TIME``), ``None`` for dependency runs
+    and marked successes. ``attempt`` counts retries (0 = first try); ``task_id`` is the current
     attempt's runtime id. ``not_before`` holds a retry back until its delay has passed.
     """
 

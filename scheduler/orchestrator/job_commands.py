@@ -8,6 +8,7 @@ from datetime import timedelta
 
 from scheduler.batch import dag
 from scheduler.batch.schedule import latest_at_or_before
+from scheduler.events import DROMOS
 from scheduler.model.job import JobRun, JobSpec
 from scheduler.model.timefmt import iso
 from scheduler.orchestrator.app_commands import AppCommands
@@ -78,18 +79,18 @@ class JobCommands(AppCommands):
             return run
 
     def mark_job_success(self, name: str) -> list[str]:
-        """Record a success without running; dependents fire. Returns triggered children."""
+        """Record a success without running (Chronos's ``PUT /job/success/{name}``): a run
+        record with trigger ``marked`` and status ``success``, so the counters, the job's
+        state, its history and the graph all say success; children whose parents have now
+        all succeeded start. Returns those children."""
         with self._lock:
             job = self.job(name)
             now = self.clock.now()
-            jobs = self.jobs.jobs()
             with self.store.atomic():
-                c = self.jobs.counters(name)
-                c["successCount"] = int(c.get("successCount", 0)) + 1
-                c["lastSuccess"] = iso(now)
-                c["errorsSinceLastSuccess"] = 0
-                self.store.put_meta(f"job:{job.name}:counters", c)
-                ready = self.jobs.parent_finished(name, True, now, jobs)
+                run, ready = self.jobs.mark_success(job, now, self.jobs.jobs())
+            self.bus.publish("job_run_finished", now, stream=DROMOS, job=run.job,
+                             runId=run.id, status=run.status.value, exitCode=None,
+                             attempt=0, message=run.message, trigger=run.trigger.value)
             self.wake()
             return ready
 

@@ -35,6 +35,7 @@ from scheduler.model.job import (
     attempt_task_id,
     dependency_run_id,
     manual_run_id,
+    marked_run_id,
 )
 from scheduler.model.task import Task, TaskState, job_app_id
 from scheduler.model.timefmt import iso, parse_iso
@@ -304,16 +305,34 @@ class JobBook:
         return ready
 
     def _create_queued(self, job: JobSpec, trigger: Trigger, run_id: str,
-                       now: datetime) -> JobRun:
+                       now: datetime, scheduled_for: datetime | None = None) -> JobRun:
         run = JobRun(id=run_id, job=job.name, trigger=trigger, status=RunStatus.QUEUED,
-                     created_at=now, task_id=attempt_task_id(run_id, 0))
+                     created_at=now, scheduled_for=scheduled_for,
+                     task_id=attempt_task_id(run_id, 0))
         self.store.create_run(run)
         return run
 
     # ------------------------------------------------------------------ commands
 
     def run_now(self, job: JobSpec, now: datetime) -> JobRun:
-        return self._create_queued(job, Trigger.MANUAL, manual_run_id(job.name), now)
+        """A manual run; its scheduled time (``DROMOS_SCHEDULED_TIME``) is ``now``, when it
+        was asked for."""
+        return self._create_queued(job, Trigger.MANUAL, manual_run_id(job.name), now,
+                                   scheduled_for=now)
+
+    def mark_success(self, job: JobSpec, now: datetime,
+                     jobs: Mapping[str, JobSpec]) -> tuple[JobRun, list[str]]:
+        """Record a success of ``job`` without running it: a run record (trigger ``marked``,
+        status ``success``, finished ``now``, never started), the counters, and the graph
+        (children whose parents have now all succeeded get their runs). Call inside a store
+        transaction. Returns the record and the triggered children."""
+        run = JobRun(id=marked_run_id(job.name), job=job.name, trigger=Trigger.MARKED,
+                     status=RunStatus.SUCCESS, created_at=now, finished_at=now,
+                     message="marked successful without running")
+        self.store.create_run(run)
+        self.store.put_meta(_key("counters", job.name),
+                            counters_after(self.counters(job.name), job, run, True, now))
+        return run, self.parent_finished(job.name, True, now, jobs)
 
     def mark_killed(self, name: str, now: datetime) -> list[JobRun]:
         """Record a kill of every queued or running run of the job (not marked already),

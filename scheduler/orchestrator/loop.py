@@ -268,6 +268,25 @@ class Orchestrator(SharingPass):  # sharing (issue 15) sits on top of JobCommand
         """Run a pass now (after a change that may need action)."""
         self._wake.set()
 
+    def pause(self) -> None:
+        """Stop the loop and the health probes *without writing anything*: a replica that lost
+        leadership, whose state now belongs to the new leader. :meth:`start` resumes."""
+        self._stop.set()
+        self._wake.set()
+        if self._thread is not None:
+            self._thread.join(timeout=10)
+            self._thread = None
+        if self.health is not None:
+            self.health.stop()
+
+    def reload(self) -> None:
+        """Forget everything derived from the store (another process has been writing it: a
+        standby that becomes the leader); the next pass adopts what the store says runs."""
+        with self._lock:
+            self.reload_apps()
+            self.jobs.reload()
+            self._adopted = False
+
     def stop(self) -> None:
         """Stop the loop; running tasks keep running and are adopted on the next start."""
         self._stop.set()

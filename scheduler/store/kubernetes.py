@@ -20,8 +20,14 @@ How it keeps the contract:
   If the commit point is not reached, the copy is rolled back and the caller gets
   :class:`StoreUnavailable`: nothing is half-written.
 - **Optimistic concurrency**: every replace carries the ``resourceVersion`` last seen; a 409
-  means someone else (a user's ``kubectl``) changed the object, and the write is retried on the
-  fresh object only for Dromos's own record kinds, never silently for apps and jobs.
+  means someone else changed the object, and the write is retried on the fresh object only for
+  Dromos's own record kinds, and for apps and jobs only when their ``metadata.generation`` is
+  the one last seen (a status write, an added label), never over a user's change of ``spec``.
+- **Objects users made**: an App or Job created with ``kubectl`` has a name of the user's
+  choosing; :meth:`KubernetesStore.adopt` maps the record's key to it (the kubectl bridge does
+  so before it applies the object), so later writes replace that object instead of creating a
+  second one. Labels and annotations that are not Dromos's (``kubectl apply``'s
+  last-applied-configuration, a GitOps tool's tracking label) are kept on every replace.
 - **Fencing**: every write carries the leader's fence token (``dromos.io/fence``), which the
   API server checks against the Lease (``manifests/15-fence.yaml``); ``fence()`` raises
   :class:`~scheduler.ha.elector.NotLeader` on a standby, so a standby never writes.
@@ -50,7 +56,9 @@ log = logging.getLogger("dromos.store.kubernetes")
 GROUP = "dromos.io"
 VERSION = "v1alpha1"
 KEY_ANNOTATION = "dromos.io/key"
+LEASE_NAME = "dromos-leader"  # the Lease replicas elect on; the fence policy reads it
 JOB_LABEL = "dromos.io/job"
+STRUCTURED_KINDS = {"App": "apps", "Job": "jobs"}  # kind → _State field
 
 
 # How long a write refused by the fence is retried while the token is still ours (see
@@ -64,6 +72,23 @@ def _token_of(body: Any) -> str | None:
         return None
     token = ((body.get("metadata") or {}).get("annotations") or {}).get(FENCE_ANNOTATION)
     return str(token) if token is not None else None
+
+
+@dataclass(frozen=True)
+class StoredObject:
+    """An app or job record and the object that holds it."""
+
+    text: str
+    name: str
+    resource_version: str
+
+
+def _foreign_metadata(obj: dict[str, Any]) -> dict[str, dict[str, str]]:
+    """The object's labels and annotations that are not Dromos's own."""
+    meta = obj.get("metadata") or {}
+    return {part: {k: str(v) for k, v in (meta.get(part) or {}).items()
+                   if not k.startswith(f"{GROUP}/")}
+            for part in ("labels", "annotations")}
 
 
 class StoreUnavailable(Exception):
@@ -169,11 +194,14 @@ class KubernetesStore(MemoryStore):
     def __init__(self, api: Any, namespace: str, fence: Callable[[], str], *,
                  timeout_s: float = 10.0) -> None:
         super().__init__()
-        self._api = api
+        self.api = api
         self.namespace = namespace
         self._fence = fence
         self.timeout_s = timeout_s
         self._names: dict[tuple[str, str], tuple[str, str]] = {}  # (field, key) → (name, rv)
+        # Apps and jobs: the generation last seen, and metadata to keep (module docstring).
+        self._generations: dict[tuple[str, str], int] = {}
+        self._foreign: dict[tuple[str, str], dict[str, dict[str, str]]] = {}
         self._depth = 0
         self._commit_lock = threading.Lock()
 
@@ -183,6 +211,8 @@ class KubernetesStore(MemoryStore):
         standby becomes the leader)."""
         state = _State()
         names: dict[tuple[str, str], tuple[str, str]] = {}
+        generations: dict[tuple[str, str], int] = {}
+        foreign: dict[tuple[str, str], dict[str, dict[str, str]]] = {}
         for kind in KINDS:
             for obj in self._list(kind.plural):
                 key = (obj["metadata"].get("annotations") or {}).get(KEY_ANNOTATION)
@@ -192,9 +222,37 @@ class KubernetesStore(MemoryStore):
                 _set_entry(state, kind.field, key, text)
                 names[(kind.field, key)] = (obj["metadata"]["name"],
                                             obj["metadata"]["resourceVersion"])
+                if kind.structured:
+                    generations[(kind.field, key)] = int(obj["metadata"].get("generation") or 0)
+                    foreign[(kind.field, key)] = _foreign_metadata(obj)
         with self._lock:
             self._state = state
             self._names = names
+            self._generations = generations
+            self._foreign = foreign
+
+    # ------------------------------------------------------------------ the kubectl bridge
+    def stored(self, kind: str, key: str) -> StoredObject | None:
+        """The record of app or job ``key`` (``kind`` ``"App"``/``"Job"``) and the name and
+        resourceVersion of its object, or ``None`` when there is no such record."""
+        field = STRUCTURED_KINDS[kind]
+        with self._lock:
+            text = _entries(self._state, field).get(key)
+            known = self._names.get((field, key))
+        if text is None or known is None:
+            return None
+        return StoredObject(text, known[0], known[1])
+
+    def adopt(self, kind: str, obj: dict[str, Any], key: str) -> None:
+        """Make ``obj`` (an App or Job object a user created, as read from the API server)
+        the object that holds record ``key``: the next write of that record replaces it,
+        keeping its foreign labels and annotations. Writes nothing."""
+        field = STRUCTURED_KINDS[kind]
+        meta = obj["metadata"]
+        with self._lock:
+            self._names[(field, key)] = (str(meta["name"]), str(meta["resourceVersion"]))
+            self._generations[(field, key)] = int(meta.get("generation") or 0)
+            self._foreign[(field, key)] = _foreign_metadata(obj)
 
     def replay_journals(self) -> int:
         """Finish every transaction a crashed leader committed but did not apply; how many."""
@@ -297,15 +355,21 @@ class KubernetesStore(MemoryStore):
                 if known is not None:
                     self._delete(kind.plural, known[0], None, fence)
                     self._names.pop((c.field, c.key), None)
+                    self._generations.pop((c.field, c.key), None)
+                    self._foreign.pop((c.field, c.key), None)
                 continue
             body = self._object(kind, c.key, c.text, fence)
             if known is None:
                 obj = self._create_or_replace(kind, body)
             else:
+                body["metadata"]["name"] = known[0]  # an adopted object keeps its name
                 body["metadata"]["resourceVersion"] = known[1]
-                obj = self._replace(kind, body)
+                obj = self._replace(kind, body, self._generations.get((c.field, c.key)))
             self._names[(c.field, c.key)] = (obj["metadata"]["name"],
                                              obj["metadata"]["resourceVersion"])
+            if kind.structured:
+                self._generations[(c.field, c.key)] = int(obj["metadata"].get("generation")
+                                                          or 0)
 
     def _create_or_replace(self, kind: Kind, body: dict[str, Any]) -> dict[str, Any]:
         try:
@@ -316,16 +380,18 @@ class KubernetesStore(MemoryStore):
             body["metadata"]["resourceVersion"] = current["metadata"]["resourceVersion"]
             return self._request("PUT", self._path(kind.plural, body["metadata"]["name"]), body)
 
-    def _replace(self, kind: Kind, body: dict[str, Any]) -> dict[str, Any]:
+    def _replace(self, kind: Kind, body: dict[str, Any],
+                 generation: int | None = None) -> dict[str, Any]:
         name = body["metadata"]["name"]
         try:
             return self._request("PUT", self._path(kind.plural, name), body)
         except KubeConflict:
-            if kind.structured:
+            # Dromos's own records have one writer (the leader): take the fresh version. Apps
+            # and jobs too when only their status or metadata changed (same generation).
+            current = self._request("GET", self._path(kind.plural, name))
+            if kind.structured and current["metadata"].get("generation") != generation:
                 raise StoreUnavailable(
                     f"{kind.kind} {name} was changed by someone else; retry") from None
-            # Dromos's own records have one writer (the leader): take the fresh version.
-            current = self._request("GET", self._path(kind.plural, name))
             body["metadata"]["resourceVersion"] = current["metadata"]["resourceVersion"]
             return self._request("PUT", self._path(kind.plural, name), body)
 
@@ -348,14 +414,16 @@ class KubernetesStore(MemoryStore):
 
     def _object(self, kind: Kind, key: str, text: str, fence: str) -> dict[str, Any]:
         record = json.loads(text)
-        labels = {}
+        foreign = self._foreign.get((kind.field, key)) or {}
+        labels = dict(foreign.get("labels") or {})
         if kind.field == "runs":
             labels[JOB_LABEL] = object_name(str(record.get("job", "")))
+        annotations = {**(foreign.get("annotations") or {}),
+                       KEY_ANNOTATION: key, FENCE_ANNOTATION: fence}
         return {
             "apiVersion": f"{GROUP}/{VERSION}", "kind": kind.kind,
             "metadata": {"name": object_name(key), "namespace": self.namespace,
-                         "labels": labels,
-                         "annotations": {KEY_ANNOTATION: key, FENCE_ANNOTATION: fence}},
+                         "labels": labels, "annotations": annotations},
             "spec": record if kind.structured else {"value": record},
         }
 
@@ -388,7 +456,7 @@ class KubernetesStore(MemoryStore):
         deadline = time.monotonic() + FENCE_CATCH_UP_S
         while True:
             try:
-                return request(self._api, method, path, body, timeout_s=self.timeout_s)
+                return request(self.api, method, path, body, timeout_s=self.timeout_s)
             except KubeError as e:
                 refused_by_fence = e.status in (403, 422) and FENCE_POLICY in str(e)
                 if not (refused_by_fence and sent is not None and time.monotonic() < deadline

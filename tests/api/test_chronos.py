@@ -219,3 +219,69 @@ def test_stats_summary_graph(client: TestClient, orchestrator: Orchestrator) -> 
     assert client.get("/scheduler/stats/nonsense").status_code == 422
     found = client.get("/scheduler/jobs/search?name=ET").json()
     assert [j["name"] for j in found] == ["etl"]
+
+
+def test_mark_success_is_a_success_everywhere(client: TestClient,
+                                              orchestrator: Orchestrator) -> None:
+    """After PUT /job/success the run record, the counters, /jobs/summary, the graph's box
+    and the page's timeline all say success, and say it was marked, not run."""
+    client.post("/scheduler/iso8601", json=scheduled("features"))
+    clock_of(orchestrator).set(T0 + timedelta(seconds=3))
+    assert client.put("/scheduler/job/success/features").status_code == 204
+
+    job = client.get("/scheduler/job/features").json()
+    assert job["successCount"] == 1 and job["lastSuccess"] == "2026-01-01T00:00:03.000Z"
+    [summary] = client.get("/scheduler/jobs/summary").json()["jobs"]
+    assert (summary["state"], summary["status"]) == ("success", "idle")
+    state = client.get("/ui/state").json()
+    [row] = state["jobs"]
+    assert row["state"] == "success" and row["successCount"] == 1
+    [run] = row["runs"]
+    assert (run["status"], run["trigger"]) == ("success", "marked")
+    assert run["finishedAt"] == "2026-01-01T00:00:03.000Z"
+    assert run["startedAt"] is None and run["duration"] is None and run["host"] is None
+    [box] = state["dag"]["nodes"]
+    assert box["state"] == "success"
+    assert client.get(f"/ui/runs/{run['id']}").json()["run"]["trigger"] == "marked"
+    # Nothing ran: no run time enters the duration statistics.
+    assert row["durations"]["count"] == 0
+    assert client.get("/scheduler/job/stat/features").json()["histogram"]["count"] == 0
+    assert orchestrator.tasks() == []
+    [event] = [e for e in orchestrator.bus.recent(50) if e.event_type == "job_run_finished"]
+    assert event.to_json()["trigger"] == "marked" and event.to_json()["status"] == "success"
+
+
+def test_a_manual_run_sees_the_time_it_was_requested(client: TestClient,
+                                                     orchestrator: Orchestrator) -> None:
+    client.post("/scheduler/iso8601",
+                json=scheduled("etl", command='echo "extracting for $DROMOS_SCHEDULED_TIME"'))
+    clock_of(orchestrator).set(T0 + timedelta(seconds=5))
+    r = client.post("/ui/jobs/etl/run", json={})
+    run_id = r.json()["run"]["id"]
+    assert r.json()["run"]["scheduledFor"] == "2026-01-01T00:00:05.000Z"
+    drive(orchestrator, lambda: orchestrator.store.get_run(run_id).status is RunStatus.SUCCESS)
+    out = client.get(f"/ui/logs/{run_id}").json()["chunks"]
+    stdout = next(c["text"] for c in out if c["stream"] == "stdout")
+    assert stdout == "extracting for 2026-01-01T00:00:05.000Z\n"
+
+
+def test_walkthrough_train_starts_when_its_last_parent_succeeds(
+        client: TestClient, orchestrator: Orchestrator) -> None:
+    """The README's jobs walkthrough: run etl (it takes a moment), mark features a success
+    at once; train starts when etl's run succeeds, the later of its two parents."""
+    client.post("/scheduler/iso8601", json=scheduled("etl", command="sleep 0.5"))
+    client.post("/scheduler/iso8601", json=scheduled("features"))
+    client.post("/scheduler/dependency",
+                json={"name": "train", "command": "true", "parents": ["etl", "features"],
+                      "cpus": 0.1, "mem": 16})
+    assert client.put("/scheduler/job/etl").status_code == 204
+    drive(orchestrator, lambda: [r for r in runs(orchestrator, "etl")
+                                 if r.status is RunStatus.RUNNING])
+    assert client.put("/scheduler/job/success/features").status_code == 204
+    orchestrator.run_once(orchestrator.clock.now())
+    assert runs(orchestrator, "train") == [], "train waits for etl's run"
+    done = drive(orchestrator, lambda: [r for r in runs(orchestrator, "train")
+                                        if r.status is RunStatus.SUCCESS])
+    [etl] = runs(orchestrator, "etl")
+    assert etl.status is RunStatus.SUCCESS
+    assert done[0].trigger.value == "dependency"

@@ -147,3 +147,17 @@ def test_abdicate_hands_over_at_once_and_sits_out_one_lease() -> None:
     assert a.events == ["started 0", "stopped"]
     assert b.elector.abdicate() is True
     assert a.elector.abdicate() is False
+
+
+def test_a_standby_reads_often_and_tries_at_the_moment_of_expiry() -> None:
+    api, ca, cb = MemoryLeaseApi(), Clock(), Clock()
+    a, b = Candidate("a", api, ca), Candidate("b", api, cb)
+    a.elector.step()
+    assert a.elector.next_step_in() == 2.0  # a leader renews every retry period
+    b.elector.step()  # sees a's lease at t=0: expires at 15
+    assert b.elector.next_step_in() == 0.5  # a quarter of the retry period
+    cb.t = 14.8
+    assert b.elector.next_step_in() == pytest.approx(0.2)  # not past the expiry
+    cb.t = 15.0
+    b.elector.step()
+    assert b.events == ["started 1"]

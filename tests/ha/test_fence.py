@@ -21,6 +21,7 @@ import yaml
 from kubernetes import client as k8s_client
 
 from scheduler.ha.elector import LeaderElector, NotLeader
+from scheduler.ha.kube_http import request
 from scheduler.ha.lease import LeaseTimings
 from scheduler.ha.lease_api import KubeLeaseApi
 from scheduler.runtimes.kubernetes import load_client_configuration
@@ -77,9 +78,15 @@ def fenced(tmp_path: Path) -> Iterator[str]:
 
 
 def _wait_for_the_policy(ns: str) -> None:
-    """The API server loads a new policy and binding asynchronously: probe until an unfenced
-    write by Dromos's account is refused by it (probes stored before that stay, under keys
-    no test reads)."""
+    """The API server loads a new binding, and sees a new Lease, asynchronously: with a
+    placeholder Lease in place, probe until a write by Dromos's account with a wrong token is
+    refused (probes stored before that stay, under keys no test reads); then remove the
+    placeholder, so each test starts with no Lease."""
+    leases = f"/apis/coordination.k8s.io/v1/namespaces/{ns}/leases"
+    request(api_client(), "POST", leases, {
+        "apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
+        "metadata": {"name": LEASE, "namespace": ns},
+        "spec": {"holderIdentity": "placeholder", "leaseTransitions": 0}})
     probe = KubernetesStore(as_dromos(ns), ns, lambda: "probe/-1")
     deadline = time.monotonic() + 60
     for attempt in itertools.count():
@@ -87,10 +94,11 @@ def _wait_for_the_policy(ns: str) -> None:
             probe.put_meta(f"policy-probe-{attempt}", {"probe": True})
         except StoreUnavailable as e:
             if "dromos-fence" in str(e):
-                return
+                break
         if time.monotonic() > deadline:
             raise AssertionError("the fence policy was not enforced within 60 s")
         time.sleep(0.2)
+    request(api_client(), "DELETE", f"{leases}/{LEASE}")
 
 
 def as_dromos(ns: str) -> k8s_client.ApiClient:

@@ -14,7 +14,8 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from api.forward import VIA, ForwardWrites, Leadership
+from api.forward import VIA, ForwardWrites
+from scheduler.ha.elector import LeaderState
 from tests.support.server import free_port
 
 
@@ -49,7 +50,7 @@ def running(app: object, port: int) -> Iterator[str]:
 
 def test_writes_go_to_the_leader_reads_stay_and_no_leader_is_503() -> None:
     leader_port, standby_port = free_port(), free_port()
-    state = {"now": Leadership(False, f"127.0.0.1:{leader_port}")}
+    state = {"now": LeaderState("me", False, f"127.0.0.1:{leader_port}")}
     standby = ForwardWrites(replica("standby"), lambda: state["now"],
                             me=f"127.0.0.1:{standby_port}")
     with running(replica("leader"), leader_port), running(standby, standby_port) as url:
@@ -63,18 +64,19 @@ def test_writes_go_to_the_leader_reads_stay_and_no_leader_is_503() -> None:
         read = httpx.get(url + "/v2/apps")
         assert read.json()["served_by"] == "standby" and VIA not in read.headers
 
-        state["now"] = Leadership(False, None)  # election in progress
+        state["now"] = LeaderState("me", False, None)  # election in progress
         refused = httpx.put(url + "/v2/apps/x", content=b"{}")
         assert refused.status_code == 503 and refused.headers["Retry-After"] == "1"
 
-        state["now"] = Leadership(True, f"127.0.0.1:{standby_port}")  # now it leads
+        state["now"] = LeaderState("me", True, f"127.0.0.1:{standby_port}")  # now it leads
         assert httpx.delete(url + "/v2/apps/x").json()["served_by"] == "standby"
 
 
 def test_a_forwarded_request_is_never_forwarded_again() -> None:
     port = free_port()
     other = f"127.0.0.1:{free_port()}"
-    looping = ForwardWrites(replica("a"), lambda: Leadership(False, other), me=f"127.0.0.1:{port}")
+    looping = ForwardWrites(replica("a"), lambda: LeaderState("me", False, other),
+                            me=f"127.0.0.1:{port}")
     with running(looping, port) as url:
         answer = httpx.post(url + "/v2/apps", headers={VIA: other})
         assert answer.status_code == 503

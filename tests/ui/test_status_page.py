@@ -54,7 +54,9 @@ def click(driver: Any, el: Any) -> None:
 
 def load(driver: Any, srv: Server) -> None:
     driver.get(srv.url + "/")
-    until(driver, lambda: driver.execute_script("return document.body.dataset.ready") == "1",
+    # The page renders the snapshot it came with at once; wait for the stream's first one
+    # too, so a test's elements are not re-rendered under it right after.
+    until(driver, lambda: driver.execute_script("return document.body.dataset.live") == "1",
           what="the first live snapshot")
 
 
@@ -218,10 +220,87 @@ def _manual_runs(srv: Server, job: str) -> bool:
                for r in j["runs"])
 
 
-def test_deployments_section_follows_the_api(dromos: Server, browser: Any) -> None:
-    """Shown because this Dromos serves /v2/deployments (Marathon's shape)."""
+def test_a_deployment_that_cannot_place_shows_waiting_with_the_reason(
+        dromos: Server, browser: Any) -> None:
+    """/shop/unique wants 4 instances, UNIQUE by hostname, on 3 nodes: its deployment cannot
+    finish, and the page says so instead of showing a bar about to complete."""
     load(browser, dromos)
-    assert httpx.get(dromos.url + "/v2/deployments").status_code == 200
-    until(browser, lambda: one(browser, "#deployments").is_displayed(),
-          what="the deployments section")
-    assert "Deployments" in text(one(browser, "#deployments"))
+    [dep] = [d for d in dromos.get("/v2/deployments") if "/shop/unique" in d["affectedApps"]]
+    row = until(browser, lambda: one(browser, f'#deployments tr[data-deployment="{dep["id"]}"]'),
+                what="the /shop/unique deployment")
+    assert one(browser, "#deployments").is_displayed()
+    assert "waiting" in (row.get_attribute("class") or "")
+    assert "waiting: 1 instance of /shop/unique" in text(row)
+    assert "3 nodes: UNIQUE hostname" in text(one(row, ".why .reason"))
+    assert f"step {dep['currentStep']} of {dep['totalSteps']}" in text(row)
+    bar = one(row, ".dbar.waiting i")
+    width = browser.execute_script(
+        "return arguments[0].getBoundingClientRect().width / "
+        "arguments[0].parentElement.getBoundingClientRect().width", bar)
+    assert width < 1, "the bar of a deployment that cannot finish is not full"
+
+
+def test_page_has_its_data_at_the_load_event_and_relative_times_tick(
+        dromos: Server, browser: Any) -> None:
+    """With the live stream blocked, the page still shows everything (from the snapshot it
+    carries), as soon as the browser says it has loaded; "… ago" keeps counting."""
+    browser.execute_cdp_cmd("Network.enable", {})
+    browser.execute_cdp_cmd("Network.setBlockedURLs", {"urls": ["*/ui/events*"]})
+    try:
+        browser.get(dromos.url + "/")  # returns at the load event
+        assert browser.execute_script("return document.body.dataset.ready") == "1"
+        body = text(one(browser, "body"))
+        assert "Loading…" not in body
+        assert "3 / 4 running" in text(app_row(browser, "/shop/unique"))
+        assert "every day at 03:00 (UTC)" in text(job_row(browser, "features"))
+        assert by_css(job_row(browser, "etl"), ".timeline .run.success")
+        assert text(one(browser, "#conn")) != "live", "the stream was not blocked"
+        version = one(app_row(browser, "/shop/web"), "[data-ago]")
+        first = text(version)
+        assert first.endswith(" ago") or first == "just now"
+        until(browser, lambda: text(version) != first, 10, "the version's age to tick")
+    finally:
+        browser.execute_cdp_cmd("Network.setBlockedURLs", {"urls": []})
+        browser.execute_cdp_cmd("Network.disable", {})
+
+
+def test_next_run_is_shown_in_the_jobs_zone_and_labelled(dromos: Server,
+                                                         browser: Any) -> None:
+    """A browser in Tokyo sees etl's next run (02:00 UTC) at 02:00 UTC, as its schedule
+    reads ("every day at 02:00 (UTC)"), with its own time (11:00) on hover."""
+    browser.execute_cdp_cmd("Emulation.setTimezoneOverride", {"timezoneId": "Asia/Tokyo"})
+    try:
+        load(browser, dromos)
+        etl = job_row(browser, "etl")
+        assert "every day at 02:00 (UTC)" in text(etl)
+        nxt = one(etl, ".next-at")
+        assert text(nxt) == "Jan 1, 2030 02:00:00 UTC"
+        title = nxt.get_attribute("title")
+        assert "Jan 1, 2030 11:00:00 GMT+9" in title and "Asia/Tokyo" in title
+        assert "times in Asia/Tokyo" in text(one(browser, "#events .panel-head"))
+    finally:
+        browser.execute_cdp_cmd("Emulation.setTimezoneOverride", {"timezoneId": ""})
+
+
+def test_a_marked_success_shows_as_one(dromos: Server, browser: Any) -> None:
+    """PUT /scheduler/job/success: the job's box turns green and its timeline shows a
+    success that was marked, not run (a job of its own, deleted afterwards)."""
+    job = {"name": "marked-demo", "command": "false", "schedule": "R/2030-01-01T00:00:00Z/P1D",
+           "cpus": 0.1, "mem": 16}
+    httpx.post(dromos.url + "/scheduler/iso8601", json=job).raise_for_status()
+    try:
+        load(browser, dromos)
+        assert "no runs yet" in text(job_row(browser, "marked-demo"))
+        httpx.put(dromos.url + "/scheduler/job/success/marked-demo").raise_for_status()
+        block = until(browser, lambda: one(job_row(browser, "marked-demo"),
+                                           ".timeline .run.success.marked"),
+                      what="a marked success on the timeline")
+        assert "marked (not run)" in block.get_attribute("title")
+        assert "1 ✓" in text(job_row(browser, "marked-demo"))
+        box = one(browser, '#dag g.node[data-job="marked-demo"]')
+        assert "success" in (box.get_attribute("class") or "")
+        until(browser, lambda: any("marked-demo marked successful (not run)" in text(li)
+                                   for li in by_css(browser, "#event-list li")),
+              what="the event in the feed")
+    finally:
+        httpx.delete(dromos.url + "/scheduler/job/marked-demo").raise_for_status()

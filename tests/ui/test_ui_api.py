@@ -251,3 +251,69 @@ def test_page_shell_is_escaped_and_locked_down(client: TestClient,
     assert client.get("/ui/static/..%2Fui.py").status_code == 404
     js = client.get("/ui/static/dromos.js").text
     assert not re.search(r"innerHTML|outerHTML|insertAdjacentHTML|document\.write", js)
+
+
+def test_page_carries_the_state_snapshot_inline(client: TestClient,
+                                                orchestrator: Orchestrator) -> None:
+    """The page's data block is the /ui/state document: the script renders it before the
+    load event (what headless captures see), and no user text can end the block early."""
+    client.post("/v2/apps", json={"id": "/x", "cmd": "echo '</script><b>&'", "instances": 0})
+    put_job(orchestrator, name="j", schedule="cron: 30 2 * * *",
+            scheduleTimeZone="Europe/Berlin", description="<!-- </SCRIPT> -->")
+    html = client.get("/").text
+    [block] = re.findall(r'<script type="application/json" id="dromos-state">(.*?)</script>',
+                         html, re.S)
+    assert "<" not in block and ">" not in block and "&" not in block
+    inline = json.loads(block)
+    fresh = client.get("/ui/state").json()
+    assert inline.pop("serverTime").endswith("Z")
+    fresh.pop("serverTime")
+    assert inline == fresh
+    assert inline["apps"][0]["cmd"] == "echo '</script><b>&'"
+    [job] = inline["jobs"]
+    assert job["description"] == "<!-- </SCRIPT> -->"
+    assert job["scheduleText"] == "every day at 02:30 (Europe/Berlin)"
+    assert job["zone"] == "Europe/Berlin"
+
+
+def test_state_says_why_a_deployment_waits(client: TestClient,
+                                           orchestrator: Orchestrator) -> None:
+    r = client.post("/v2/apps", json={"id": "/u", "cmd": "sleep 60", "instances": 3,
+                                      "cpus": 0.1, "mem": 8,
+                                      "constraints": [["hostname", "UNIQUE"]]})
+    assert r.status_code == 201
+    orchestrator.run_once(orchestrator.clock.now())
+    [d] = client.get("/ui/state").json()["deployments"]
+    assert d["id"] == r.json()["deployments"][0]["id"]
+    # A new app: start it (step 1 of 2), then scale it to 3 instances (step 2).
+    assert (d["currentStep"], d["totalSteps"], d["state"]) == (1, 2, "waiting")
+    assert d["waiting"] == [{"app": "/u", "count": 1, "reason": "2 nodes: UNIQUE hostname"}]
+    assert d["progress"] < 1
+
+
+def test_deployment_progress_counts_steps_done_and_instances_running() -> None:
+    from datetime import UTC, datetime
+
+    from scheduler.model.deployment import Action, Deployment
+    from tests.factories import make_app
+
+    d = Deployment("d1", "v", datetime(2026, 1, 1, tzinfo=UTC),
+                   steps=(((Action.START, "/a"),), ((Action.SCALE, "/b"),)), current_step=1)
+    specs = {"/a": make_app("/a", instances=1), "/b": make_app("/b", instances=4)}
+    [row] = snapshot.deployment_rows([d], specs, {"/a": 1, "/b": 3}, {})
+    # Marathon's currentStep is the step in progress; one of two done, 3 of 4 of the second.
+    assert (row["currentStep"], row["totalSteps"]) == (2, 2)
+    assert row["progress"] == (1 + 3 / 4) / 2
+    assert row["state"] == "in progress" and row["waiting"] == []
+    assert row["currentActions"] == [{"action": "ScaleApplication", "app": "/b"}]
+    # Instances that merely await the next pass are not "waiting": only a rejection or a
+    # backoff is.
+    pass_wait = {"count": 1, "reason": "waiting for a pass", "rejection": None,
+                 "delayedUntil": None, "since": None}
+    [row] = snapshot.deployment_rows([d], specs, {"/b": 3}, {"/b": pass_wait})
+    assert row["state"] == "in progress"
+    rejected = {**pass_wait, "reason": "3 nodes: UNIQUE hostname",
+                "rejection": "3 nodes: UNIQUE hostname"}
+    [row] = snapshot.deployment_rows([d], specs, {"/b": 3}, {"/b": rejected})
+    assert row["state"] == "waiting"
+    assert row["waiting"] == [{"app": "/b", "count": 1, "reason": "3 nodes: UNIQUE hostname"}]

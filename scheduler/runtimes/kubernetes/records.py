@@ -24,6 +24,7 @@ from scheduler.runtimes.executor import read_json, write_json_atomic
 from scheduler.runtimes.kills import KILL_FILE, KillRequest
 from scheduler.runtimes.kubernetes.cache import PodView, outcome, parse_time
 from scheduler.runtimes.kubernetes.client import TIMEOUT, UNREACHABLE, describe
+from scheduler.runtimes.kubernetes.fencing import Fence
 from scheduler.runtimes.kubernetes.names import CONTAINER_NAME
 
 log = logging.getLogger(__name__)
@@ -187,7 +188,8 @@ def record_removal(records: TaskRecords, view: PodView, final: bool) -> None:
 
 
 def collect_ended(core: Callable[[], Any], namespace: str, ours: Sequence[PodView],
-                  records_of: Callable[[str], TaskRecords], keep_seconds: float) -> None:
+                  records_of: Callable[[str], TaskRecords], keep_seconds: float,
+                  fence: Fence | None = None) -> None:
     """Delete the ended pods among ``ours`` whose end was recorded ``keep_seconds`` ago
     (at most :data:`MAX_DELETIONS_PER_OBSERVE` per call), saving their output's tail first.
     Failures are logged: the next observe tries again."""
@@ -213,6 +215,8 @@ def collect_ended(core: Callable[[], Any], namespace: str, ours: Sequence[PodVie
                 (records.directory / OUTPUT_FILE).write_bytes(bytes(response.data))
             except ApiException:
                 pass  # no output to keep (the kubelet is gone, or it never ran)
+            if fence is not None:
+                fence.stamp(api.patch_namespaced_pod, view.name, namespace)
             api.delete_namespaced_pod(
                 view.name, namespace, body={"preconditions": {"uid": view.uid}},
                 _preload_content=False, _request_timeout=TIMEOUT)

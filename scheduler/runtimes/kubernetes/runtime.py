@@ -35,6 +35,7 @@ from scheduler.runtimes.kubernetes.client import (
     refused_by_admission,
     status_message,
 )
+from scheduler.runtimes.kubernetes.fencing import Fence
 from scheduler.runtimes.kubernetes.names import (
     CONTAINER_NAME,
     DEFAULT_IMAGE,
@@ -123,7 +124,9 @@ class KubernetesRuntime:
         self._nodes: Reflector[NodeView] | None = None
         self.cluster_wide = False
         self._host_to_node: dict[str, str] = {}
-        self._services = ServiceKeeper(self.namespace, self._unavailable)
+        # The leader's fence on every write (set by the composition root for replicas).
+        self.fence = Fence()
+        self._services = ServiceKeeper(self.namespace, self._unavailable, self.fence)
         self._records_seen: dict[Path, dict[str, Any]] = {}
 
     # --- the Runtime protocol ----------------------------------------------------------------
@@ -178,6 +181,8 @@ class KubernetesRuntime:
             # It ran and its end is recorded (its pod may be deleted): never again.
             return pod_handle(self.namespace, name, str(ended.get("uid") or ""))
         core = self._api()
+        fenced = self.fence.annotations()
+        body["metadata"].setdefault("annotations", {}).update(fenced)
         service = build_service(spec, namespace=self.namespace, extra_labels=self.extra_labels)
         if service is not None:
             self._services.ensure(core, spec.app_id, service)
@@ -236,6 +241,7 @@ class KubernetesRuntime:
         elif view.deleting:
             return  # already terminating with an earlier (or the same) deadline
         try:
+            self.fence.stamp(core.patch_namespaced_pod, name, self.namespace)
             core.delete_namespaced_pod(
                 name, self.namespace,
                 body={"gracePeriodSeconds": grace_period(request.remaining(now)),
@@ -271,7 +277,7 @@ class KubernetesRuntime:
         if self.keep_ended_seconds is not None:
             collect_ended(self._api, self.namespace,
                           [v for v in pods.values() if self._is_ours(v)], self._records,
-                          self.keep_ended_seconds)
+                          self.keep_ended_seconds, self.fence)
         self._services.sweep(self._api, (v.app_label for v in pods.values()
                                          if self._is_ours(v) and v.app_label))
         return out

@@ -19,6 +19,7 @@ from kubernetes.client.exceptions import ApiException
 from scheduler.runtimes.base import LABEL_APP, RuntimeUnavailable
 from scheduler.runtimes.kubernetes.cache import parse_time
 from scheduler.runtimes.kubernetes.client import TIMEOUT, UNREACHABLE, describe, status_message
+from scheduler.runtimes.kubernetes.fencing import Fence
 from scheduler.runtimes.kubernetes.names import ANNOTATION_APP_ID, LABEL_MANAGED_BY, MANAGED_BY
 
 log = logging.getLogger(__name__)
@@ -41,8 +42,9 @@ class ServiceKeeper:
     """The Services of one namespace, as far as one runtime instance ensured them.
     Thread-safe."""
 
-    def __init__(self, namespace: str, unavailable: Unavailable) -> None:
+    def __init__(self, namespace: str, unavailable: Unavailable, fence: Fence) -> None:
         self.namespace = namespace
+        self.fence = fence
         self._unavailable = unavailable
         self._lock = threading.Lock()
         self._services: dict[str, _ServiceState] = {}
@@ -66,6 +68,7 @@ class ServiceKeeper:
                 known.ensured_at = time.monotonic()
                 return
         name = service["metadata"]["name"]
+        service["metadata"].setdefault("annotations", {}).update(self.fence.annotations())
         try:
             try:
                 core.create_namespaced_service(self.namespace, service, _preload_content=False,
@@ -123,6 +126,7 @@ class ServiceKeeper:
                     datetime.now(UTC) - created).total_seconds() < SERVICE_IDLE_SECONDS
                 if label in apps or young or now - launched < SERVICE_IDLE_SECONDS:
                     continue
+                self.fence.stamp(api.patch_namespaced_service, meta["name"], self.namespace)
                 api.delete_namespaced_service(meta["name"], self.namespace,
                                               _preload_content=False, _request_timeout=TIMEOUT)
                 with self._lock:
