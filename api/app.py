@@ -9,7 +9,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse, PlainTextResponse
 
-from api import chronos, events, groups, marathon, metrics, status, ui
+from api import chronos, events, groups, marathon, metrics, sharing, status, ui
 from api.auth import AuthMiddleware
 from api.forward import ForwardWrites
 from api.fragments import AppFragments
@@ -108,6 +108,7 @@ def create_app(
     for router in chronos.routers:
         app.include_router(router)
     app.include_router(status.router)
+    app.include_router(sharing.router)
     app.include_router(ui.router)
     app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
     return app

@@ -151,6 +151,7 @@ def build_state(o: Orchestrator) -> dict[str, Any]:
     specs = {a.id: a for a in apps}
     tasks = o.tasks()
     queue = o.queue()
+    sharing_waits = o.sharing_waits()
     jobs = o.list_jobs()
     jobs_by_name = {j.name: j for j in jobs}
 
@@ -206,6 +207,12 @@ def build_state(o: Orchestrator) -> dict[str, Any]:
             })
         q = queue.get(spec.id)
         waiting = _waiting_json(q, now) if q is not None else None
+        shared = sharing_waits.get(f"app:{spec.id}#0") or \
+            sharing_waits.get(f"app:{spec.id}#gang0")
+        # Sharing's word where it says more than the rejection: waiting for quota, or for
+        # preempted tasks to exit (a capacity wait keeps the rejection's own words).
+        if waiting is not None and shared is not None and shared.kind.value != "capacity":
+            waiting["reason"] = shared.reason
         if waiting is not None:
             waiting_of[spec.id] = waiting
         running_of[spec.id] = sum(t.state is TaskState.RUNNING for t in ts)
@@ -277,6 +284,21 @@ def build_state(o: Orchestrator) -> dict[str, Any]:
         "deployments": deployments,
         "jobs": job_rows,
         "dag": layout_dag(jobs, states, statuses),
+        "sharing": sharing_json(o),
+    }
+
+
+def sharing_json(o: Orchestrator) -> dict[str, Any]:
+    """Issue 15 on the page: per team ``used``/``guaranteed``/``borrowed`` (and
+    ``borrowingLimit``), what sharing keeps ``waiting`` and why (kind quota / capacity /
+    preempting), and the newest ``preemptions`` (who preempted whom and why)."""
+    waits = o.sharing_waits()
+    return {
+        "teams": o.team_usage(),
+        "waiting": [{"id": w.request_id, "kind": w.kind.value, "reason": w.reason}
+                    for _, w in sorted(waits.items())],
+        "preemptions": o.preemptions()[-20:],
+        "backfills": o.backfills(),
     }
 
 

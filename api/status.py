@@ -94,6 +94,26 @@ def render_fallback(o: Orchestrator) -> str:
             f"<td>{escape(job.description)}</td>"
             f"<td>{'disabled' if job.disabled else ''}</td></tr>"
         )
+    team_rows = "".join(
+        f"<tr><td>{escape(team)}</td>"
+        f"<td>{u['used']['cpus']:g} cpus, {u['used']['mem']:g} MiB, {u['used']['gpus']:g} gpus</td>"
+        f"<td>{u['guaranteed']['cpus']:g} cpus, {u['guaranteed']['mem']:g} MiB, "
+        f"{u['guaranteed']['gpus']:g} gpus</td>"
+        f"<td>{u['borrowed']['cpus']:g} cpus, {u['borrowed']['mem']:g} MiB, "
+        f"{u['borrowed']['gpus']:g} gpus</td></tr>"
+        for team, u in o.team_usage().items()
+    )
+    preempt_rows = "".join(
+        f"<li>{escape(str(p['preemptor']))} preempted {escape(str(p['victim']))} "
+        f"({escape(str(p['taskId']))}): {escape(str(p['reason']))}</li>"
+        for p in reversed(o.preemptions()[-20:])
+    )
+    backfill_rows = "".join(
+        f"<li>{escape(b['job'])} {escape(b['from'])} → {escape(b['to'])}: "
+        f"{b['done']}/{b['total']} done ({b['succeeded']} succeeded, {b['failed']} failed, "
+        f"{b['skipped']} already ran), {escape(b['status'])}</li>"
+        for b in o.backfills()
+    )
     return (
         "<div class=fallback><p>This page updates itself with JavaScript; below is a "
         "snapshot. The same data as JSON: <a href=\"/ui/state\">/ui/state</a>.</p>"
@@ -102,7 +122,11 @@ def render_fallback(o: Orchestrator) -> str:
         "<h2>Services</h2><table><tr><th>app</th><th>command</th><th>instances</th>"
         f"<th>waiting</th></tr>{''.join(app_rows)}</table>"
         "<h2>Jobs</h2><table><tr><th>job</th><th>schedule</th><th>description</th><th></th>"
-        f"</tr>{''.join(job_rows)}</table></div>"
+        f"</tr>{''.join(job_rows)}</table>"
+        "<h2>Teams</h2><table><tr><th>team</th><th>used</th><th>guaranteed</th>"
+        f"<th>borrowed</th></tr>{team_rows}</table>"
+        f"<h2>Preemptions</h2><ul>{preempt_rows}</ul>"
+        f"<h2>Backfills</h2><ul>{backfill_rows}</ul></div>"
     )
 
 

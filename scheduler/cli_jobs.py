@@ -1,4 +1,10 @@
-"""``dromos jobs add -f FILE`` and ``dromos jobs delete NAME``: Chronos jobs from the CLI.
+"""``dromos jobs add -f FILE``, ``dromos jobs delete NAME`` and ``dromos jobs backfill NAME
+--from T --to T [--concurrency N]``: Chronos jobs from the CLI.
+
+``backfill`` starts ``POST /dromos/jobs/NAME/backfill`` and follows its progress with a bar
+(one line per change when not on a terminal) until every occurrence has run; exit 0 when
+none failed, 3 otherwise (``--no-wait``: start it and exit 0). ``--json`` prints the final
+progress object.
 
 A job file is what ``POST /scheduler/iso8601`` (with ``schedule``) or
 ``/scheduler/dependency`` (with ``parents``) takes, as JSON or YAML. ``jobs add`` creates the
@@ -16,12 +22,14 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import time
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
 import yaml
 
+from scheduler import cli_render
 from scheduler.cli_client import ApiError, Client
 
 JOBS = "/scheduler"
@@ -88,6 +96,34 @@ def delete(c: Client, args: argparse.Namespace) -> int:
     return 0
 
 
+def backfill(c: Client, args: argparse.Namespace, *, interval: float = 0.5) -> int:
+    """``dromos jobs backfill NAME --from T --to T [--concurrency N] [--no-wait]``."""
+    path = f"/dromos/jobs/{quote(args.name, safe='')}/backfill"
+    body = {"from": args.start, "to": args.end, "concurrency": args.concurrency}
+    progress = c.request("POST", path, json=body).json()
+    print(f"dromos: backfilling {args.name}: {progress['total']} occurrence(s) from "
+          f"{progress['from']} to {progress['to']}, {progress['concurrency']} at a time",
+          file=sys.stderr)
+    if not args.no_wait:
+        started = time.monotonic()
+        with cli_render.progress(f"backfill {args.name}", live=not args.json) as bar:
+            while True:
+                bar.update(progress["done"], progress["total"] or None, _words(progress),
+                           time.monotonic() - started)
+                if progress["status"] == "finished":
+                    break
+                time.sleep(interval)
+                progress = c.get(path)
+    if args.json:
+        print(json.dumps(progress, indent=2))
+    return 0 if args.no_wait or progress["failed"] == 0 else 3
+
+
+def _words(p: dict[str, Any]) -> str:
+    return (f"{p['done']}/{p['total']} done: {p['succeeded']} succeeded, {p['failed']} failed, "
+            f"{p['skipped']} already ran; {p['active']} active, {p['pending']} pending")
+
+
 def add_parsers(jobs_sub: Any, common: argparse.ArgumentParser) -> None:
     p = jobs_sub.add_parser("add", parents=[common],
                             help="add a job from a file, or replace the job of that name")
@@ -96,3 +132,11 @@ def add_parsers(jobs_sub: Any, common: argparse.ArgumentParser) -> None:
                         "or /scheduler/dependency takes it")
     p = jobs_sub.add_parser("delete", parents=[common], help="delete a job")
     p.add_argument("name")
+    p = jobs_sub.add_parser(
+        "backfill", parents=[common],
+        help="run a job over a past range, each occurrence under its scheduled run id")
+    p.add_argument("name")
+    p.add_argument("--from", dest="start", required=True, help="ISO-8601 start (inclusive)")
+    p.add_argument("--to", dest="end", required=True, help="ISO-8601 end (inclusive, past)")
+    p.add_argument("--concurrency", type=int, default=1, help="runs at once (default 1)")
+    p.add_argument("--no-wait", action="store_true", help="start it and return")

@@ -151,6 +151,7 @@
     renderSummary(state);
     renderServices(state.apps);
     renderCluster(state.nodes);
+    renderSharing(state.sharing);
     renderJobs(state.jobs);
     renderDag(state.dag);
     renderDeployments(state.deployments);
@@ -357,6 +358,35 @@
     ))));
   }
 
+  // ------------------------------------------------------------------ teams (sharing)
+
+  function renderSharing(sh) {
+    const body = $("#sharing .body");
+    if (!sh) return;
+    const teams = Object.entries(sh.teams);
+    const parts = [];
+    if (!teams.length) parts.push(h("p", { class: "empty" }, "No quotas and nothing running."));
+    else parts.push(h("div", { class: "nodes" }, teams.map(([team, u]) => h("div", { class: "node", dataset: { team } },
+      h("div", { class: "node-head" }, h("span", { class: "name" }, team),
+        h("span", { class: "counts-sub" }, u.borrowed.cpus || u.borrowed.mem || u.borrowed.gpus
+          ? `borrowing ${num(u.borrowed.cpus)} cpus, ${mem(u.borrowed.mem)}, ${num(u.borrowed.gpus, 0)} gpus` : "within its guarantee")),
+      resRow("cpu", u.used.cpus, u.guaranteed.cpus, (x) => num(x)),
+      resRow("mem", u.used.mem, u.guaranteed.mem, mem),
+      resRow("gpu", u.used.gpus, u.guaranteed.gpus, (x) => num(x, 0)),
+    ))));
+    if (sh.waiting.length) parts.push(h("div", { class: "why" }, h("b", null, "waiting"),
+      h("ul", null, sh.waiting.map((w) => h("li", null, h("b", null, w.kind), " — ", w.id, ": ", w.reason)))));
+    if (sh.preemptions.length) parts.push(h("div", { class: "why" }, h("b", null, "preemptions"),
+      h("ul", null, sh.preemptions.slice().reverse().map((p) => h("li", null,
+        `${p.preemptor} preempted ${p.victim} (${shortId(p.taskId)}) on ${p.host}, ${p.kind}: ${p.reason}`)))));
+    if (sh.backfills.length) parts.push(h("div", { class: "why" }, h("b", null, "backfills"),
+      h("ul", null, sh.backfills.map((b) => h("li", { dataset: { backfill: b.job } },
+        h("b", null, b.job), ` ${b.from} → ${b.to}: `,
+        h("progress", { max: String(b.total || 1), value: String(b.done) }),
+        ` ${b.done}/${b.total} (${b.succeeded} ok, ${b.failed} failed, ${b.skipped} already ran, ${b.active} active) — ${b.status}`)))));
+    body.replaceChildren(...parts);
+  }
+
   // ------------------------------------------------------------------ jobs
 
   function runTitle(r) {
@@ -502,7 +532,7 @@
     job_run_retrying: "job retry", job_run_skipped: "job skip", deployment_info: "deploy",
     deployment_step_success: "deploy step", deployment_step_failure: "deploy step", deployment_success: "deployed",
     deployment_failed: "deploy failed", event_stream_attached: "stream", event_stream_detached: "stream",
-    group_change_success: "group",
+    group_change_success: "group", task_preempted: "preempted",
   };
   const eventLabel = (t) => EVENT_LABELS[t] || t.replace(/_event$/, "").replace(/_/g, " ");
 
@@ -539,6 +569,8 @@
         return `${e.uri} changed${e.appDefinition ? ` (instances: ${e.appDefinition.instances})` : ""}`;
       case "app_terminated_event":
         return `${e.appId} deleted`;
+      case "task_preempted":
+        return `${e.preemptor} preempted ${e.victim}${task} (${e.kind}): ${e.reason}`;
       case "placement_rejected":
         return `${e.appId}: ${e.waiting} waiting — ${e.reason}`;
       case "job_run_started":

@@ -399,7 +399,7 @@ def _jobs(args: argparse.Namespace) -> int:
     command = getattr(args, "jobs_command", None)
     if command == "run":
         return _jobs_run(args)
-    if command in ("add", "delete"):
+    if command in ("add", "delete", "backfill"):
         with _client(args) as c:
             return int(getattr(cli_jobs, command)(c, args))
     with _client(args) as c:

@@ -249,6 +249,12 @@ class JobBook:
         run = self.store.get_run(task.run_id or "")
         if run is None or run.status.final or (run.task_id or task.id) != task.id:
             return  # a stale attempt (the run moved on) changes nothing
+        preempted = self.store.get_meta(f"sharing:preempted:{task.id}")
+        if preempted is not None:
+            self.store.put_meta(f"sharing:preempted:{task.id}", None)
+            if run.kill_requested_at is None:
+                self._requeue_preempted(run, str(preempted.get("reason", "")), now)
+                return
         killed = task.state is TaskState.KILLED or task.kill_requested_at is not None \
             or run.kill_requested_at is not None
         jobs = self.jobs()
@@ -268,6 +274,18 @@ class JobBook:
                          stream=DROMOS, job=run.job, runId=run.id,
                          status=outcome.run.status.value, exitCode=task.exit_code,
                          attempt=outcome.run.attempt, message=outcome.run.message)
+
+    def _requeue_preempted(self, run: JobRun, reason: str, now: datetime) -> None:
+        """A preempted attempt is not a failure: the run is queued again under a fresh task id
+        (a task id runs once) with the same attempt number, so no retry is spent."""
+        base, sep, num = (run.task_id or run.id).partition(".preempt")
+        n = int(num) + 1 if sep and num.isdigit() else 1
+        again = run.with_(status=RunStatus.QUEUED, task_id=f"{base}.preempt{n}", handle=None,
+                          host=None, message=f"preempted ({reason}); queued again")
+        self.store.put_run(again)
+        self.bus.publish("job_run_retrying", now, stream=DROMOS, job=run.job, runId=run.id,
+                         status=again.status.value, exitCode=None, attempt=again.attempt,
+                         message=again.message, preempted=True)
 
     def parent_finished(self, parent: str, succeeded: bool, now: datetime,
                         jobs: Mapping[str, JobSpec], soft_error: bool = False) -> list[str]:

@@ -20,7 +20,7 @@ from scheduler.model.health import HealthCheck
 from scheduler.model.resources import Resources
 from scheduler.model.task import Task, TaskState, new_task_id
 from scheduler.orchestrator.core import PassReport, QueueInfo
-from scheduler.orchestrator.job_commands import JobCommands
+from scheduler.orchestrator.sharing_pass import SharingPass
 from scheduler.placement.pipeline import Placer
 from scheduler.placement.results import ClusterSnapshot, PlacedTask, RejectionSummary
 from scheduler.runtimes.base import RuntimeUnavailable, launch_spec
@@ -33,7 +33,7 @@ from scheduler.services.reconciler import reconcile
 log = logging.getLogger("dromos.orchestrator")
 
 
-class Orchestrator(JobCommands):
+class Orchestrator(SharingPass):  # sharing (issue 15) sits on top of JobCommands
     """Applies decisions. Thread-safe: one lock guards every state change. The API calls the
     command and query methods; a background thread calls :meth:`run_once`."""
 
@@ -69,6 +69,11 @@ class Orchestrator(JobCommands):
                 return report
             # Jobs first: a run due now should not wait behind app launches.
             self.jobs.fire_due(now)
+            # --- sharing (issue 15): priorities, preemption, quotas; sharing_pass.py ---
+            if self._sharing_pass(now, report):
+                placer = self._placer()
+            placer = self._quota_placer(placer)
+            # --- end sharing ---
             self._launch_runs(now, placer, report)
             self._reconcile_all(now, health, unhealthy, report, placer)
             self._progress_deployments(now, health)

@@ -71,6 +71,9 @@ class LaunchSpec:
     run_id: str | None = None
     # The parts of the definition, as Marathon/Chronos JSON, that only some backends read.
     extra: LaunchExtra = field(default_factory=lambda: LaunchExtra())
+    # The node's GPU devices this task owns (indices), assigned by the sharing step; the env
+    # carries them as CUDA_VISIBLE_DEVICES, Docker as a device request.
+    gpu_devices: tuple[int, ...] = ()
 
 
 def task_env(spec: AppSpec, task_id: str, host: str, ports: Sequence[int]) -> dict[str, str]:

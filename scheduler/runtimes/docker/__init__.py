@@ -42,7 +42,9 @@ Decisions (also in the README, "Docker runtime"):
   equals the host port, so ``$PORT0`` is the port to bind.
 - **Resources.** ``cpus`` becomes a CFS quota (``NanoCpus``), clamped to 0.01 .. the engine's
   cores; ``mem`` (MiB) a hard memory limit, swap included, of at least Docker's 6 MiB (0 = no
-  limit). ``gpus`` are refused.
+  limit). ``gpus``: the devices the sharing step assigned become a device request for those
+  indices (``DeviceRequest(device_ids=[...], capabilities=[["gpu"]])``, the NVIDIA container
+  toolkit's); a GPU task without assigned devices is refused.
 - **Images.** A local image is used as it is; a missing one is pulled; ``forcePullImage``
   always pulls first and falls back to the local image when the pull fails. An image that is
   neither local nor pullable is a ``ValueError`` naming the image (the launch is marked

@@ -9,6 +9,7 @@ from typing import Any
 
 import docker
 import docker.errors
+import docker.types
 
 from scheduler.runtimes.base import (
     LABEL_APP,
@@ -42,8 +43,8 @@ def create_args(api: Any, spec: LaunchSpec, name: str, image: str, *, bind_addre
     if docker_spec.get("parameters"):
         raise ValueError(f"task {spec.task_id!r}: docker parameters are not supported by "
                          "the docker runtime yet")
-    if spec.resources.gpus > 0:
-        raise ValueError(f"task {spec.task_id!r} asks for GPUs; the docker runtime has none")
+    if spec.resources.gpus > 0 and not spec.gpu_devices:
+        raise ValueError(f"task {spec.task_id!r} asks for GPUs but was given no devices")
     if spec.cmd is not None and spec.args is not None:
         raise ValueError(f"task {spec.task_id!r} has both cmd and args; give one")
     if spec.cmd is not None and not spec.cmd.strip():
@@ -75,6 +76,10 @@ def create_args(api: Any, spec: LaunchSpec, name: str, image: str, *, bind_addre
         # Same as the limit: no swap on top, so the limit means what the app asked for.
         memswap_limit=mem_bytes(spec.resources.mem),
         privileged=bool(docker_spec.get("privileged", False)),
+        # The devices the sharing step assigned, by index (nvidia container toolkit).
+        device_requests=[docker.types.DeviceRequest(
+            device_ids=[str(d) for d in spec.gpu_devices], capabilities=[["gpu"]])]
+        if spec.gpu_devices else None,
     )
     kwargs: dict[str, Any] = {
         "image": image,
