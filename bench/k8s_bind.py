@@ -209,7 +209,7 @@ def bench_serve(kubeconfig: str, configuration: Any, pods: int, namespace: str,
                                  f"dromos serve: {pods} pods created")
         with watcher.cond:
             last_created = max(p.first_seen for p in watcher.pods.values())
-        dromos.http.delete("/v2/apps/bench/serve")
+        dromos.http.delete("/v2/apps/bench/serve", params={"force": "true"})
     return {"seconds": min(end, last_created) - start, "load": load}
 
 

@@ -142,6 +142,8 @@ class DromosServer:
                 raise RuntimeError(f"dromos serve exited: {self.log_tail()}")
             with contextlib.suppress(httpx.HTTPError):
                 if self.http.get("/ping").status_code == 200:
+                    # The pid, so a profiler can be attached (py-spy record -p PID).
+                    log(f"dromos serve pid {self._process.pid} on {self.base}")
                     return self
             time.sleep(0.2)
         raise RuntimeError(f"dromos serve did not answer /ping: {self.log_tail()}")

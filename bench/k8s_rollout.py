@@ -99,7 +99,10 @@ def bench_dromos(kubeconfig: str, configuration: Any, namespace: str,
         result = timed_rollout(watcher, args.n,
                                lambda: dromos.put(f"/v2/apps{APP_ID}", updated),
                                args.timeout, "dromos")
-        dromos.http.delete(f"/v2/apps{APP_ID}")
+        # force: Dromos may not have closed the deployment yet (the next loop pass does).
+        gone = dromos.http.delete(f"/v2/apps{APP_ID}", params={"force": "true"})
+        if gone.status_code >= 300:
+            raise RuntimeError(f"DELETE app: {gone.status_code} {gone.text[:300]}")
         watcher.wait_until(lambda pods: all(p.deleted_at for p in pods.values()),
                            args.timeout, "dromos: app deleted")
     return result
@@ -113,6 +116,7 @@ def deployment_body(namespace: str, n: int) -> dict[str, Any]:
     spec = build_pod(launch_spec(app, task), namespace=namespace, node_name="",
                      image="dromos-bench/none:1")["spec"]
     del spec["nodeName"]  # kube-scheduler's to choose
+    spec["restartPolicy"] = "Always"  # the only policy a Deployment allows
     return {
         "apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "roll"},
         "spec": {
