@@ -13,7 +13,9 @@ Every task is a pod of 0.1 cpu and 64 MiB whose simulated process exits 0 after
 ``--run-for``; both sides' pods are built by Dromos's pod builder.
 
 - **Dromos**: a real ``dromos serve --runtime kubernetes`` (subprocess). K jobs with schedule
-  ``cron: * * * * *`` are posted to ``/scheduler/iso8601``; Dromos creates each run's pod.
+  ``cron: * * * * *`` and ``concurrent: true`` (a run may start while the previous one still
+  runs, as ``concurrencyPolicy: Allow``; Chronos's default would skip an occurrence whose
+  predecessor is late) are posted to ``/scheduler/iso8601``; Dromos creates each run's pod.
 - **CronJob**: K CronJobs ``* * * * *`` (``concurrencyPolicy: Allow``); the CronJob controller
   creates a Job per minute, the Job controller its pod, kube-scheduler binds it.
 
@@ -125,6 +127,7 @@ def bench_dromos(kubeconfig: str, configuration: Any, namespace: str, args: Any)
             DromosServer(kubeconfig, namespace, args.serve_arg) as dromos:
         bodies = [{"name": f"cron-{i:05d}", "command": "true", "schedule": "cron: * * * * *",
                    "cpus": 0.1, "mem": 64, "disk": 0, "retries": 0, "owner": "bench@dromos",
+                   "concurrent": True,  # as the CronJobs' concurrencyPolicy: Allow
                    "environmentVariables": [{"name": n, "value": v}
                                             for n, v in sim_env(args.run_for).items()]}
                   for i in range(args.k)]
