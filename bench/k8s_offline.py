@@ -124,7 +124,9 @@ class DromosServer:
         self._state = tempfile.TemporaryDirectory(prefix="dromos-kbench-")
         self._log = Path(self._state.name) / "serve.log"
         self._process: subprocess.Popen[bytes] | None = None
-        self.http = httpx.Client(base_url=self.base, timeout=120.0)
+        # Long: today an answer can wait for a control-loop pass that launches every
+        # instance of a large app (the API and the loop share one lock).
+        self.http = httpx.Client(base_url=self.base, timeout=900.0)
 
     def __enter__(self) -> DromosServer:
         env = dict(os.environ, KUBECONFIG=self.kubeconfig,
