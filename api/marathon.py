@@ -26,7 +26,8 @@ from scheduler.services.service_ports import endpoints_text
 
 router = APIRouter()
 
-EMBED_ALL = {"tasks", "counts", "deployments", "readiness", "lasttaskfailure", "taskstats"}
+EMBED_ALL = {"tasks", "counts", "deployments", "readiness", "lasttaskfailure", "taskstats",
+             "healthsource"}
 AppBody = Body(..., description="A Marathon app definition (see /v2 reference)")
 
 
@@ -435,6 +436,7 @@ def dromos_info(request: Request) -> dict[str, Any]:
                     "error": o.runtime_error},
         "placementStrategy": o.strategy.value,
         "nodes": len(o.nodes()) if o.runtime_available else None,
+        "healthSource": o.health.source if o.health is not None else None,
     }
 
 

@@ -92,6 +92,12 @@ def app_json(o: Orchestrator, spec: AppSpec, embed: set[str],
         out["readinessCheckResults"] = []
     if "tasks" in embed:
         out["tasks"] = [task_json(o, t, spec) for t in tasks]
+        if "healthsource" in embed:
+            # Dromos-only, so only on request (embed=apps.healthSource): strict Marathon
+            # clients reject unknown task fields.
+            source = health_source(o, spec)
+            for t in out["tasks"]:
+                t["healthSource"] = source
     if "lasttaskfailure" in embed:
         ltf = o.last_task_failure(spec.id)
         if ltf:
@@ -99,6 +105,15 @@ def app_json(o: Orchestrator, spec: AppSpec, embed: set[str],
     if "taskstats" in embed:
         out["taskStats"] = {}
     return out
+
+
+def health_source(o: Orchestrator, spec: AppSpec) -> str | None:
+    """Where the health of the app's tasks comes from: ``"dromos"`` (Dromos probes each task
+    itself) or ``"kubernetes"`` (the pods' readiness, read from the API: the kubelet runs the
+    checks); ``None`` when the app has no health checks."""
+    if o.health is None or not spec.healthChecks:
+        return None
+    return o.health.source
 
 
 def runtime_summary(o: Orchestrator) -> str:

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from api.server import create_server_app, hold_state_dir, run_http
-from scheduler.clock import SystemClock
+from scheduler.clock import Clock, SystemClock
 from scheduler.config import ConfigError, ServeConfig
 from scheduler.events import DROMOS, EventBus
 from scheduler.ha.elector import NotLeader
@@ -119,10 +119,29 @@ def build_orchestrator(config: ServeConfig,
     runtime = build_runtime(config)
     clock = SystemClock()
     orchestrator = Orchestrator(store, runtime, EventBus(), clock,
-                                health=HealthMonitor(runtime, clock),
+                                health=build_health(config, runtime, clock),
                                 strategy=Strategy(config.placement))
     orchestrator.service_ports.port_range = config.service_ports
     return orchestrator
+
+
+def build_health(config: ServeConfig, runtime: Runtime, clock: Clock) -> HealthMonitor:
+    """Dromos's own probes, or -- kubernetes runtime, ``--kube-health api`` (``auto`` outside
+    a cluster, where pod IPs are not reachable in general) -- the pods' readiness read from
+    the API (the kubelet runs the checks). Raises :class:`~scheduler.config.ConfigError` for
+    an unknown mode."""
+    if config.runtime != "kubernetes":
+        return HealthMonitor(runtime, clock)
+    from scheduler.runtimes.kubernetes import KubernetesRuntime
+    from scheduler.services.api_health import ApiHealthMonitor, health_mode
+
+    try:
+        mode = health_mode(config.kube_health)
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
+    if mode == "api" and isinstance(runtime, KubernetesRuntime):
+        return ApiHealthMonitor(runtime, clock)
+    return HealthMonitor(runtime, clock)
 
 
 def build_balancer(config: ServeConfig, orchestrator: Orchestrator) -> Balancer | None:

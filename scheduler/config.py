@@ -44,6 +44,9 @@ class ServeConfig:
     # are auto-assigned from (Marathon's local_port_min/max).
     service_bind: str = "127.0.0.1"
     service_ports: tuple[int, int] = (10000, 20000)
+    # kubernetes runtime: where task health comes from (services/api_health.py); None: from
+    # $DROMOS_KUBE_HEALTH, else auto.
+    kube_health: str | None = None
     # Request bodies over this get 413 (the Kubernetes API server's 3 MiB by default).
     max_body_bytes: int = 3 * 1024 * 1024
     # Wait for the state directory's holder to exit instead of refusing to start.

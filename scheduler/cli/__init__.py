@@ -70,6 +70,7 @@ def _serve(args: argparse.Namespace) -> int:
             credentials=credentials,
             service_bind=args.service_bind,
             service_ports=parse_port_range(args.service_ports),
+            kube_health=args.kube_health,
             max_body_bytes=parse_body_limit(args.max_body_bytes),
             standby=args.standby,
             placement=args.placement,
@@ -140,6 +141,11 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--kube-namespace",
                        help="kubernetes runtime: the namespace of Dromos's pods (default "
                             "$DROMOS_KUBE_NAMESPACE, else dromos)")
+    serve.add_argument("--kube-health", choices=["auto", "api", "probe"],
+                       help="kubernetes runtime: task health from the pods' readiness in the "
+                            "API ('api') or from Dromos's own probes of pod IPs ('probe'); "
+                            "'auto' (default, or $DROMOS_KUBE_HEALTH): probe inside a cluster, "
+                            "api outside")
     serve.add_argument("--create-namespace", action="store_true",
                        help="kubernetes runtime: create the namespace when it does not exist "
                             "(default: refuse to start, saying so)")

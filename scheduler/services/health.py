@@ -422,6 +422,9 @@ class HealthMonitor:
     event loop's monotonic time.
     """
 
+    source = "dromos"
+    """Where health comes from: Dromos's own probes (see services/api_health.py for the other)."""
+
     def __init__(self, runtime: ProbeRuntime, clock: Clock, *, max_concurrency: int = 64) -> None:
         if max_concurrency < 1:
             raise ValueError("max_concurrency must be at least 1")

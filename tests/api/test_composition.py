@@ -91,3 +91,27 @@ def test_the_cli_alone_cannot_serve(capsys: pytest.CaptureFixture[str]) -> None:
     # scheduler.cli imports nothing of the server side; `serve` is wired in by the program.
     assert main(["serve"]) == 2
     assert "cannot serve" in capsys.readouterr().err
+
+
+def test_health_comes_from_dromos_probes_except_kubernetes_told_to_read_the_api(
+        tmp_path: Path) -> None:
+    from scheduler.clock import SystemClock
+    from scheduler.services.health import HealthMonitor
+
+    rt = LocalRuntime(tmp_path / "state")
+    try:
+        made = composition.build_health(ServeConfig(runtime="local", kube_health="api"), rt,
+                                        SystemClock())
+        assert type(made) is HealthMonitor and made.source == "dromos"
+        with pytest.raises(ConfigError, match="kube health must be one of auto, api, probe"):
+            composition.build_health(ServeConfig(runtime="kubernetes", kube_health="bogus"),
+                                     rt, SystemClock())
+    finally:
+        rt.close()
+        cleanup_local_state(tmp_path / "state")
+
+
+def test_kube_health_flag_reaches_the_config() -> None:
+    args = build_parser().parse_args(["serve", "--kube-health", "probe"])
+    assert args.kube_health == "probe"
+    assert build_parser().parse_args(["serve"]).kube_health is None

@@ -304,6 +304,7 @@ def test_info_leader_ping(client: TestClient) -> None:
     assert set(info["http_config"]) <= {"assets_path", "http_port", "https_port"}
     assert client.get("/dromos/info").json()["runtime"] == {
         "name": "local", "available": True, "error": None}
+    assert client.get("/dromos/info").json()["healthSource"] is None  # no health monitor here
     assert client.get("/v2/leader").json() == {"leader": "127.0.0.1:8080"}
     assert client.get("/ping").text == "pong"
 

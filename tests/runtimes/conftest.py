@@ -11,7 +11,8 @@ output, how it was launched (command, args, environment), how many copies of it 
 Local and Docker run real processes: a task is a shell script. On Kubernetes (KWOK) no
 container runs: the same behaviour is scripted through ``DROMOS_SIM_*`` variables that the
 cluster's KWOK stages act on (``kind-cluster/offline/stages.yaml``), and the task's output is
-not its own (:attr:`Backend.runs_processes` is false).
+not its own (:attr:`Backend.runs_processes` is false). On a real node (``kubernetes-real``,
+``k8s_real_support``) pods run real processes: tasks are shell scripts again.
 
 Tests start real processes; teardown kills every one of them (and fails the test if any
 survives), so a failing test cannot leak processes into the next.
@@ -51,6 +52,15 @@ from tests.runtimes.docker_support import (
     docker_unavailable,
     launched_container,
     make_docker_runtime,
+)
+from tests.runtimes.k8s_real_support import (
+    cleanup_real_state,
+    make_real_runtime,
+    real_copies,
+    real_launched,
+    real_outage,
+    real_stdout,
+    real_unavailable,
 )
 from tests.runtimes.k8s_support import (
     cleanup_kube_state,
@@ -302,6 +312,21 @@ BACKENDS: dict[str, Backend] = {
         runs_processes=False,
         kill_slack=1.0,
         unavailable=kube_unavailable,
+    ),
+    # Pods on a real node (containerd + runc, kubelet, kube-proxy: up.sh --real-nodes 1, see
+    # k8s_real_support): real processes, so the whole contract runs as for local and Docker;
+    # what is seen of a task is read from its pod through the real cluster's kubeconfig.
+    "kubernetes-real": Backend(
+        name="kubernetes-real",
+        make=make_real_runtime,
+        app_fields=lambda does: {"cmd": shell_script(does)},
+        stdout=real_stdout,
+        launched=real_launched,
+        copies=real_copies,
+        cleanup=cleanup_real_state,
+        outage=real_outage,
+        kill_slack=1.0,
+        unavailable=real_unavailable,
     ),
 }
 

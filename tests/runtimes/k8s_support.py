@@ -61,8 +61,6 @@ CLUSTER_NAME = os.environ.get("DROMOS_TEST_CLUSTER", "dromos-test")
 TEST_NODES = 3
 UP_TIMEOUT_SECONDS = 3600  # a first run builds the control plane from source (~15 min)
 CACHE = Path(os.environ.get("DROMOS_K8S_CACHE", Path.home() / ".cache/dromos/k8s"))
-SESSIONS = CACHE / "test-cluster" / CLUSTER_NAME / "sessions"
-"""One file per test session using the cluster (its pid)."""
 TEST_IMAGE = "dromos-test/busybox:1"  # never pulled: no kubelet runs it
 
 # --- the cluster -----------------------------------------------------------------------------
@@ -105,9 +103,20 @@ def build_before_tests(items: Sequence[pytest.Item], config: pytest.Config) -> N
 @functools.cache
 def _cluster() -> tuple[str | None, str | None]:
     """(kubeconfig path, None) once the test cluster answers, or (None, why not). Brings it
-    up the first time (building the binaries if needed).
+    up the first time (see :func:`shared_cluster`) and adds the ``localhost`` node."""
+    config, why = shared_cluster(CLUSTER_NAME, ("--nodes", str(TEST_NODES)))
+    if config is not None:
+        _ensure_localhost_node(config)
+    return config, why
 
-    Several test sessions may share the cluster (developers run the suite in parallel): they
+
+@functools.cache
+def shared_cluster(name: str, up_args: tuple[str, ...]) -> tuple[str | None, str | None]:
+    """(kubeconfig path, None) once the offline cluster ``name`` answers, or (None, why not).
+    Brings it up the first time with ``up.sh --name NAME *up_args`` (a cluster with a real
+    node is always handed to up.sh, which restarts whatever part of the node is not running).
+
+    Several test sessions may share a cluster (developers run the suite in parallel): they
     serialise bringing it up on a lock, each registers itself, and the last one to leave
     stops it -- if a test session started it (a cluster someone started by hand stays).
     Once it is up, the cached binaries (``kubectl`` among them: a fresh machine has none of
@@ -115,14 +124,14 @@ def _cluster() -> tuple[str | None, str | None]:
     ``kubectl exec`` alike."""
     if _build_failure:
         return None, _build_failure[0]
-    SESSIONS.mkdir(parents=True, exist_ok=True)
-    with open(SESSIONS.parent / "lock", "w") as lock:
+    sessions = _sessions(name)
+    sessions.mkdir(parents=True, exist_ok=True)
+    with open(sessions.parent / "lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
-        if not _answers():
+        if not _answers(name) or "--real-nodes" in up_args:
             try:
                 done = subprocess.run(
-                    ["bash", str(OFFLINE / "up.sh"), "--name", CLUSTER_NAME, "--nodes",
-                     str(TEST_NODES)],
+                    ["bash", str(OFFLINE / "up.sh"), "--name", name, *up_args],
                     capture_output=True, text=True, timeout=UP_TIMEOUT_SECONDS, check=False)
             except (OSError, subprocess.TimeoutExpired) as e:
                 return None, f"up.sh could not run: {e}"
@@ -130,46 +139,52 @@ def _cluster() -> tuple[str | None, str | None]:
             if done.returncode != 0 or not lines or not lines[-1].startswith("KUBECONFIG="):
                 why = (done.stderr or done.stdout).strip().splitlines()[-4:]
                 return None, f"up.sh failed ({done.returncode}): {' / '.join(why)}"
-            (SESSIONS.parent / "started-by-tests").touch()
-        (SESSIONS / str(os.getpid())).touch()
-    atexit.register(_leave)
-    os.environ["PATH"] = f"{CACHE / 'bin'}{os.pathsep}{os.environ.get('PATH', '')}"
-    config = str(_kubeconfig_path())
-    _ensure_localhost_node(config)
-    return config, None
+            if "already up" not in done.stderr:
+                (sessions.parent / "started-by-tests").touch()
+        (sessions / str(os.getpid())).touch()
+    atexit.register(_leave, name)
+    if str(CACHE / "bin") not in os.environ.get("PATH", "").split(os.pathsep):
+        os.environ["PATH"] = f"{CACHE / 'bin'}{os.pathsep}{os.environ.get('PATH', '')}"
+    return str(_kubeconfig_path(name)), None
 
 
-def _kubeconfig_path() -> Path:
+def _sessions(name: str) -> Path:
+    """One file per test session using cluster ``name`` (its pid)."""
+    return CACHE / "test-cluster" / name / "sessions"
+
+
+def _kubeconfig_path(name: str = CLUSTER_NAME) -> Path:
     workdir = Path(os.environ.get("KWOK_WORKDIR", Path.home() / ".kwok"))
-    return workdir / "clusters" / CLUSTER_NAME / "kubeconfig.yaml"
+    return workdir / "clusters" / name / "kubeconfig.yaml"
 
 
-def _answers() -> bool:
-    if not _kubeconfig_path().exists():
+def _answers(name: str) -> bool:
+    if not _kubeconfig_path(name).exists():
         return False
     cli = CACHE / "bin" / "kubectl"
     if not cli.exists():
         return False  # up.sh builds it
-    done = subprocess.run([str(cli), "--kubeconfig", str(_kubeconfig_path()), "get", "--raw",
-                           "/readyz"], capture_output=True, timeout=20, check=False)
+    done = subprocess.run([str(cli), "--kubeconfig", str(_kubeconfig_path(name)), "get",
+                           "--raw", "/readyz"], capture_output=True, timeout=20, check=False)
     return done.returncode == 0
 
 
-def _leave() -> None:
+def _leave(name: str) -> None:
     """At exit: unregister; the last session out stops a cluster that tests started."""
-    with open(SESSIONS.parent / "lock", "w") as lock:
+    sessions = _sessions(name)
+    with open(sessions.parent / "lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
-        (SESSIONS / str(os.getpid())).unlink(missing_ok=True)
-        for entry in SESSIONS.iterdir():
+        (sessions / str(os.getpid())).unlink(missing_ok=True)
+        for entry in sessions.iterdir():
             if entry.name.isdigit() and not Path(f"/proc/{entry.name}").exists():
                 entry.unlink(missing_ok=True)  # a session that died without leaving
-        marker = SESSIONS.parent / "started-by-tests"
-        if any(SESSIONS.iterdir()) or not marker.exists():
+        marker = sessions.parent / "started-by-tests"
+        if any(sessions.iterdir()) or not marker.exists():
             return
         if os.environ.get("DROMOS_KEEP_K8S") == "1":
             return
-        subprocess.run(["bash", str(OFFLINE / "down.sh"), "--name", CLUSTER_NAME],
-                       capture_output=True, timeout=120, check=False)
+        subprocess.run(["bash", str(OFFLINE / "down.sh"), "--name", name],
+                       capture_output=True, timeout=180, check=False)
         marker.unlink(missing_ok=True)
 
 
@@ -229,9 +244,10 @@ def kubectl_json(config: str, *args: str) -> Any:
 
 
 @functools.cache
-def core_api() -> Any:
-    """A CoreV1Api for the helpers (runtimes under test make their own clients)."""
-    configuration = load_client_configuration(kubeconfig())
+def core_api(config: str | None = None) -> Any:
+    """A CoreV1Api for the helpers (runtimes under test make their own clients), on the test
+    cluster or the one of kubeconfig ``config``."""
+    configuration = load_client_configuration(config or kubeconfig())
     return k8s_client.CoreV1Api(k8s_client.ApiClient(configuration))
 
 
@@ -243,14 +259,14 @@ def namespace_for(state_dir: Path) -> str:
     return "t-" + hashlib.sha256(str(state_dir.absolute()).encode()).hexdigest()[:12]
 
 
-def ensure_namespace(name: str) -> None:
+def ensure_namespace(name: str, config: str | None = None) -> None:
     """Create the namespace, Pod Security ``restricted`` enforced, unless it exists."""
     body = {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name, "labels": {
         "pod-security.kubernetes.io/enforce": "restricted",
         "pod-security.kubernetes.io/enforce-version": "latest",
         "dromos.io/test": "true"}}}
     try:
-        core_api().create_namespace(body)
+        core_api(config).create_namespace(body)
     except ApiException as e:
         if e.status != 409:
             raise
@@ -258,7 +274,7 @@ def ensure_namespace(name: str) -> None:
     deadline = time.monotonic() + 30
     while True:
         try:
-            core_api().read_namespaced_service_account("default", name)
+            core_api(config).read_namespaced_service_account("default", name)
             return
         except ApiException as e:
             if e.status != 404 or time.monotonic() > deadline:
@@ -268,45 +284,51 @@ def ensure_namespace(name: str) -> None:
 
 def make_kube_runtime(state_dir: Path, **options: Any) -> KubernetesRuntime:
     """A KubernetesRuntime over ``state_dir`` in the test's own namespace (created on first
-    use). Apps without a container get :data:`TEST_IMAGE` (nothing pulls it on KWOK)."""
+    use), on the test cluster or the one of kubeconfig ``cluster_config``. Apps without a
+    container get :data:`TEST_IMAGE` (nothing pulls it on KWOK)."""
     namespace = options.pop("namespace", None) or namespace_for(state_dir)
-    ensure_namespace(namespace)
+    config = options.pop("cluster_config", None)
+    ensure_namespace(namespace, config)
     options.setdefault("default_image", TEST_IMAGE)
-    options.setdefault("configuration", load_client_configuration(kubeconfig()))
+    options.setdefault("configuration", load_client_configuration(config or kubeconfig()))
     return KubernetesRuntime(state_dir, namespace=namespace, **options)
 
 
-def launched_pod(state_dir: Path, task: Task) -> Launched:
-    """How the task's pod runs it: its container's command, args and environment."""
+def launched_pod(state_dir: Path, task: Task, config: str | None = None) -> Launched:
+    """How the task's pod runs it: its container's command, args and environment (on the
+    test cluster or the one of kubeconfig ``config``)."""
     from scheduler.runtimes.kubernetes import pod_name
     from tests.runtimes.conftest import Launched
 
-    pod = core_api().read_namespaced_pod(pod_name(task.id), namespace_for(state_dir))
+    pod = core_api(config).read_namespaced_pod(pod_name(task.id), namespace_for(state_dir))
     container = pod.spec.containers[0]
     env = {e.name: e.value or "" for e in container.env or ()}
     return Launched(container.command, container.args, env)
 
 
-def pods_of_task(state_dir: Path, task: Task) -> int:
+def pods_of_task(state_dir: Path, task: Task, config: str | None = None) -> int:
     """How many pods of the task exist (ended ones included: pods are never restarted)."""
     from scheduler.runtimes.kubernetes import label_value
 
-    pods = core_api().list_namespaced_pod(
+    pods = core_api(config).list_namespaced_pod(
         namespace_for(state_dir), label_selector=f"dromos.io/task={label_value(task.id)}")
     return len(pods.items)
 
 
 @contextlib.contextmanager
-def kube_outage(state_dir: Path, scratch: Path) -> Iterator[Outage]:
-    """A runtime over ``state_dir`` that reaches the API server through a :class:`Blackhole`
-    (cut: every connection dropped, new ones refused; restore: back)."""
+def kube_outage(state_dir: Path, scratch: Path, config: str | None = None,
+                **options: Any) -> Iterator[Outage]:
+    """A runtime over ``state_dir`` that reaches the API server (of the test cluster or the
+    one of kubeconfig ``config``) through a :class:`Blackhole` (cut: every connection
+    dropped, new ones refused; restore: back). ``options`` go to :func:`make_kube_runtime`."""
     from tests.runtimes.conftest import Outage
 
-    configuration = load_client_configuration(kubeconfig())
+    configuration = load_client_configuration(config or kubeconfig())
     host, port = configuration.host.removeprefix("https://").rsplit(":", 1)
     hole = Blackhole((host, int(port)))
     configuration.host = f"https://{host}:{hole.port}"
-    rt = make_kube_runtime(state_dir, configuration=configuration)
+    rt = make_kube_runtime(state_dir, configuration=configuration, cluster_config=config,
+                           **options)
     try:
         yield Outage(rt, hole.cut, hole.restore)
     finally:
@@ -314,11 +336,11 @@ def kube_outage(state_dir: Path, scratch: Path) -> Iterator[Outage]:
         hole.close()
 
 
-def cleanup_kube_state(state_dir: Path) -> None:
+def cleanup_kube_state(state_dir: Path, config: str | None = None) -> None:
     """Force-delete every pod and Service in the test's namespace, then the namespace; raise
     if a pod stays."""
     namespace = namespace_for(state_dir)
-    api = core_api()
+    api = core_api(config)
     try:
         api.delete_collection_namespaced_pod(namespace, grace_period_seconds=0)
         for svc in api.list_namespaced_service(namespace).items:
