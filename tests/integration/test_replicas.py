@@ -164,8 +164,12 @@ def test_failover_during_a_rolling_deployment_loses_and_doubles_nothing(
     assert created.headers.get("X-Dromos-Via") == f"127.0.0.1:{standby.port}"
 
     def running(url: str) -> dict[str, Any] | None:
+        """The app once converged: no deployment, 20 tasks, all running (tasks whose kills
+        are still in flight after a failover must be gone too)."""
         app = httpx.get(url + "/v2/apps/ha/web", timeout=10).json()["app"]
-        return app if app["tasksRunning"] == 20 and not app["deployments"] else None
+        converged = (app["tasksRunning"] == 20 and not app["deployments"]
+                     and len(app["tasks"]) == 20)
+        return app if converged else None
 
     wait_for(lambda: running(leader.url), 120, "20 running tasks")
     assert len(pods(ns)) == 20
