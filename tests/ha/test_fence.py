@@ -60,18 +60,26 @@ def _policy_installed() -> None:
     kubectl(kubeconfig(), "apply", "-f", str(MANIFESTS / "15-fence.yaml"))
 
 
-@pytest.fixture
-def fenced(tmp_path: Path) -> Iterator[str]:
-    """A namespace with Dromos's RBAC under the fence policy; yields the namespace."""
-    api_client()  # CRDs applied; skips (fails in CI) without a cluster
+def fenced_namespace(tmp_path: Path) -> tuple[str, Path]:
+    """A test namespace labelled for the fence policy, with Dromos's RBAC moved into it: the
+    namespace and the applied RBAC file (to delete it again). Skips (fails in CI) without a
+    cluster."""
+    api_client()  # the CRDs, applied once
     _policy_installed()
     ns = namespace_for(tmp_path)
     ensure_namespace(ns)
     kubectl(kubeconfig(), "label", "--overwrite", "namespace", ns, "dromos.io/fenced=true")
     docs = [d for d in yaml.safe_load_all((MANIFESTS / "10-rbac.yaml").read_text()) if d]
-    applied = tmp_path / "applied.yaml"
+    applied = tmp_path / "rbac.yaml"
     applied.write_text(yaml.safe_dump_all(_namespaced(docs, ns)))
     kubectl(kubeconfig(), "apply", "-f", str(applied))
+    return ns, applied
+
+
+@pytest.fixture
+def fenced(tmp_path: Path) -> Iterator[str]:
+    """A namespace with Dromos's RBAC under the fence policy; yields the namespace."""
+    ns, applied = fenced_namespace(tmp_path)
     _wait_for_the_policy(ns)
     yield ns
     kubectl(kubeconfig(), "delete", "--ignore-not-found", "-f", str(applied), check=False)

@@ -5,7 +5,6 @@ rolling deployment loses and doubles nothing. Checked on the API server (pods, L
 
 from __future__ import annotations
 
-import functools
 import os
 import signal
 import subprocess
@@ -19,16 +18,14 @@ import httpx
 import pytest
 import yaml
 
-from tests.ha.test_fence import MANIFESTS, _namespaced, _policy_installed
+from tests.ha.test_fence import MANIFESTS, fenced_namespace
 from tests.runtimes.k8s_support import (
     TEST_IMAGE,
-    ensure_namespace,
     kubeconfig,
     kubectl,
     kubectl_json,
     namespace_for,
 )
-from tests.store.kube_store import api_client
 from tests.support.server import free_port, wait_for
 
 pytestmark = pytest.mark.integration
@@ -65,22 +62,9 @@ def token_kubeconfig(ns: str, path: Path) -> Path:
     return path
 
 
-@functools.cache
-def _crds() -> None:
-    api_client()  # applies the CRDs; skips (fails in CI) without a cluster
-
-
 @pytest.fixture
 def replicas(tmp_path: Path) -> Iterator[list[Replica]]:
-    _crds()
-    _policy_installed()
-    ns = namespace_for(tmp_path)
-    ensure_namespace(ns)
-    kubectl(kubeconfig(), "label", "--overwrite", "namespace", ns, "dromos.io/fenced=true")
-    docs = [d for d in yaml.safe_load_all((MANIFESTS / "10-rbac.yaml").read_text()) if d]
-    rbac = tmp_path / "rbac.yaml"
-    rbac.write_text(yaml.safe_dump_all(_namespaced(docs, ns)))
-    kubectl(kubeconfig(), "apply", "-f", str(rbac))
+    ns, rbac = fenced_namespace(tmp_path)
     config = token_kubeconfig(ns, tmp_path / "dromos.kubeconfig")
     env = {**os.environ, "KUBECONFIG": str(config), "DROMOS_KUBE_DEFAULT_IMAGE": TEST_IMAGE}
     started: list[Replica] = []
