@@ -9,7 +9,7 @@ import os
 import signal
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -52,6 +52,14 @@ class Replica:
             return None
 
 
+@dataclass
+class Replicas:
+    """The started replicas, and how to start one more (stopped with the others)."""
+
+    members: list[Replica]
+    start: Callable[[str], Replica]
+
+
 def token_kubeconfig(ns: str, path: Path) -> Path:
     """A kubeconfig that authenticates as ``system:serviceaccount:<ns>:dromos``."""
     admin = yaml.safe_load(Path(kubeconfig()).read_text())
@@ -63,7 +71,7 @@ def token_kubeconfig(ns: str, path: Path) -> Path:
 
 
 @pytest.fixture
-def replicas(tmp_path: Path) -> Iterator[list[Replica]]:
+def replicas(tmp_path: Path) -> Iterator[Replicas]:
     ns, rbac = fenced_namespace(tmp_path)
     config = token_kubeconfig(ns, tmp_path / "dromos.kubeconfig")
     env = {**os.environ, "KUBECONFIG": str(config), "DROMOS_KUBE_DEFAULT_IMAGE": TEST_IMAGE}
@@ -87,9 +95,8 @@ def replicas(tmp_path: Path) -> Iterator[list[Replica]]:
         start(f"r{i}")
     for r in started:
         wait_for(lambda r=r: r.role(), 60, f"{r.name} to answer")  # type: ignore[misc]
-    replicas_fixture_start[0] = start
     try:
-        yield started
+        yield Replicas(started, start)
     finally:
         for r in started:
             if r.proc.poll() is None:
@@ -102,9 +109,6 @@ def replicas(tmp_path: Path) -> Iterator[list[Replica]]:
         kubectl(kubeconfig(), "delete", "pods", "--all", "-n", ns, "--wait=false",
                 check=False)
         kubectl(kubeconfig(), "delete", "-f", str(rbac), "--wait=false", check=False)
-
-
-replicas_fixture_start: list[Any] = [None]
 
 
 def leader_of(rs: list[Replica]) -> Replica:
@@ -136,8 +140,8 @@ APP = {"id": "/ha/web", "cmd": "sleep 3600", "instances": 20, "cpus": 0.01, "mem
 
 
 def test_failover_during_a_rolling_deployment_loses_and_doubles_nothing(
-        replicas: list[Replica]) -> None:
-    rs = replicas
+        replicas: Replicas) -> None:
+    rs = list(replicas.members)
     ns = namespace_for(rs[0].state.parent)
     leader = leader_of(rs)
     standby = next(r for r in rs if r is not leader)
@@ -167,7 +171,7 @@ def test_failover_during_a_rolling_deployment_loses_and_doubles_nothing(
         leader.proc.send_signal(signal.SIGKILL)
         leader.proc.wait(10)
         rs = [r for r in rs if r is not leader]
-        rs.append(replicas_fixture_start[0](f"{leader.name}b"))  # a replacement replica
+        rs.append(replicas.start(f"{leader.name}b"))  # a replacement replica
         leader_of(rs)
 
     leader = leader_of(rs)
@@ -182,8 +186,8 @@ def test_failover_during_a_rolling_deployment_loses_and_doubles_nothing(
         app["versionInfo"]["lastConfigChangeAt"]}
 
 
-def test_kubectl_apply_status_rest_change_and_delete(replicas: list[Replica]) -> None:
-    rs = replicas
+def test_kubectl_apply_status_rest_change_and_delete(replicas: Replicas) -> None:
+    rs = replicas.members
     ns = namespace_for(rs[0].state.parent)
     leader = leader_of(rs)
     kube = kubeconfig()
