@@ -38,7 +38,6 @@ import orjson
 from api.presentation import app_json, reads
 from scheduler.events import MARATHON, Event
 from scheduler.model.app import AppSpec
-from scheduler.model.app_paths import AppPaths
 from scheduler.model.task import Task, TaskState
 from scheduler.orchestrator import Orchestrator
 
@@ -76,9 +75,8 @@ def _probes_change_unannounced(spec: AppSpec, view: View, tasks: list[Task]) -> 
 
 
 class AppFragments:
-    """The encoded fragments of every app, the joined listings, and the app path index
-    (:class:`~scheduler.model.app_paths.AppPaths`, for the app/group overlap check), all
-    kept current from the orchestrator's event bus."""
+    """The encoded fragments of every app and the joined listings, kept current from the
+    orchestrator's event bus."""
 
     def __init__(self, orchestrator: Orchestrator) -> None:
         self._o = orchestrator
@@ -87,27 +85,20 @@ class AppFragments:
         self._epochs = itertools.count(1)
         self._epoch = 0
         self._feed_lock = threading.Lock()
-        self.paths = AppPaths()
         with reads(orchestrator).quiescent():
             orchestrator.bus.add_listener(self._on_event)
-            for spec in orchestrator.apps():
-                self.paths.add(spec.id)
 
     # ------------------------------------------------------------------ the change feed
 
     def _on_event(self, event: Event) -> None:
         if event.stream != MARATHON:
             return
-        ids, gone = changed_apps(event)
+        ids, _ = changed_apps(event)
         if not ids:
             return
         with self._feed_lock:
             for app_id in ids:
                 self._frags.pop(app_id, None)
-            if event.event_type == "api_post_event":
-                self.paths.add(ids[0])
-            elif gone:
-                self.paths.remove(ids[0])
             self._epoch = next(self._epochs)
 
     def close(self) -> None:

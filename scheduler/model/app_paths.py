@@ -18,9 +18,7 @@ ROOT = "/"
 class AppPaths:
     """The app ids, and for each path that holds apps (an implied group) the ids under it.
 
-    Not thread-safe on its own: one writer at a time (the API's change feed), readers may
-    run beside it (they see the index before or after a change, never a torn one, since each
-    step is one dict or set operation)."""
+    Not thread-safe on its own: the orchestrator reads and writes it under its lock."""
 
     def __init__(self, app_ids: Iterable[str] = ()) -> None:
         self._ids: set[str] = set()

@@ -10,7 +10,6 @@ from typing import Any
 
 from scheduler.model.app import AppSpec
 from scheduler.model.deployment import Deployment
-from scheduler.model.group import app_group_overlap
 from scheduler.model.task import Task
 from scheduler.model.timefmt import iso, parse_iso
 from scheduler.model.validation import SpecError
@@ -34,7 +33,8 @@ class AppCommands(DeploymentBook):
     def create_app(self, spec: AppSpec) -> AppSpec:
         """Store a new app; the control loop starts its tasks. Raises :class:`Conflict`, and
         :class:`SpecError` (422) when its id is or lies inside a group or an app
-        (:func:`app_group_overlap`) or the runtime cannot run its ``user``."""
+        (:meth:`AppPaths.overlap <scheduler.model.app_paths.AppPaths.overlap>`, the rule of
+        :func:`~scheduler.model.group.app_group_overlap`) or the runtime cannot run its ``user``."""
         return self._create_app(spec, True)[0]
 
     def _check_ids(self, spec: AppSpec) -> None:
@@ -44,7 +44,7 @@ class AppCommands(DeploymentBook):
         # The group index the group manager keeps (group_commands.INDEX_KEY; importing it
         # here would be circular).
         groups = self.store.get_meta("groups") or []
-        why = app_group_overlap(spec.id, self._apps(), groups)
+        why = self._app_paths().overlap(spec.id, groups)
         if why is not None:
             raise SpecError("Object is not valid", [("/id", [why])])
         why = user_problem(self.runtime, spec.user)
@@ -66,6 +66,7 @@ class AppCommands(DeploymentBook):
                                                      "lastConfigChangeAt": stored.version or ""})
                     self._save_deployments({**self._deployments, deployment.id: deployment})
                 self._apps()[stored.id] = stored
+                self._app_paths().add(stored.id)
             except AlreadyExists:
                 self._vi_cache.pop(spec.id, None)  # the write above was rolled back
                 raise Conflict(
@@ -111,6 +112,7 @@ class AppCommands(DeploymentBook):
                 self._put_version_info(spec.id, info)
                 self._save_deployments({**remaining, deployment.id: deployment})
             self._apps()[stored.id] = stored
+            self._app_paths().add(stored.id)
             self.bus.publish("api_post_event", now, clientIp=None, uri=f"/v2/apps{spec.id}",
                              appDefinition=stored.to_marathon())
             self._deployment_started(deployment, now)
@@ -138,6 +140,7 @@ class AppCommands(DeploymentBook):
                 self._put_version_info(app_id, None)
                 self._save_deployments({**remaining, deployment.id: deployment})
             self._apps().pop(app_id, None)
+            self._app_paths().remove(app_id)
             self._deployment_started(deployment, now)
             for t in self.tasks(app_id):
                 # The app's versions are gone from the store now: its grace comes from here.

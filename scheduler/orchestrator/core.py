@@ -12,6 +12,7 @@ from typing import Any
 from scheduler.clock import Clock
 from scheduler.events import EventBus
 from scheduler.model.app import AppSpec
+from scheduler.model.app_paths import AppPaths
 from scheduler.model.deployment import Deployment
 from scheduler.model.health import HealthResult
 from scheduler.model.node import Node
@@ -118,6 +119,7 @@ class OrchestratorCore:
         self._ready: dict[str, bool] = {}
         self._draining: set[str] = set()
         self._app_cache: dict[str, AppSpec] | None = None
+        self._path_index: AppPaths | None = None  # the ids of _app_cache, by path
         # Bumped on every change of a definition or its versionInfo: read-side caches (the
         # /v2/apps response) key on it.
         self.apps_generation = 0
@@ -146,10 +148,19 @@ class OrchestratorCore:
                 self._app_cache = {a.id: a for a in self.store.list_apps()}
             return self._app_cache
 
+    def _app_paths(self) -> AppPaths:
+        """The ids of :meth:`_apps` indexed by path, for the app/group overlap check in
+        O(depth of an id); app writes update it beside the cache."""
+        with self._lock:
+            if self._path_index is None:
+                self._path_index = AppPaths(self._apps())
+            return self._path_index
+
     def reload_apps(self) -> None:
         """Drop cached definitions (after writes that bypassed the orchestrator)."""
         with self._lock:
             self._app_cache = None
+            self._path_index = None
             self._vi_cache.clear()
             self.apps_generation += 1
 
