@@ -121,7 +121,7 @@ class Replicas:
              "--kube-namespace", NS, "--store", "kubernetes",
              "--advertise", f"127.0.0.1:{port}", "--lease-duration", str(lease),
              "--renew-deadline", str(deadline), "--retry-period", str(retry),
-             "--log-level", "WARNING"],
+             "--log-level", "INFO"],
             stdout=log, stderr=log, env=self.env, start_new_session=True)
         return port
 

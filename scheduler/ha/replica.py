@@ -61,7 +61,7 @@ class Replica:
         return self.elector.abdicate()
 
     def _started(self, epoch: int) -> None:
-        log.warning("leading (epoch %d): loading state", epoch)
+        log.info("leading (epoch %d): loading state", epoch)
         t0 = time.monotonic()
         self.store.load()
         replayed = self.store.replay_journals()
@@ -70,7 +70,7 @@ class Replica:
         self._refreshed()
         self._lead()
         self._ready.set()
-        log.warning("leading (epoch %d): taking writes after %.2f s", epoch,
+        log.info("leading (epoch %d): taking writes after %.2f s", epoch,
                     time.monotonic() - t0)
 
     def _stopped(self) -> None:
